@@ -1,0 +1,2 @@
+//! spoor-agent (being built).
+pub mod buffer;

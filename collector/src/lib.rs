@@ -1,0 +1,2 @@
+//! spoor-collector (being built).
+pub mod audit;
