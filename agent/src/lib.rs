@@ -1,2 +1,230 @@
-//! spoor-agent (being built).
+//! spoor-agent: the per-host daemon that takes log lines from tasks and files and gets them
+//! to the collector without losing any it accepted.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! inputs (socket, file) → enrich → batch → disk buffer → forward → collector
+//! ```
+//!
+//! - [`inputs`]: lines over TCP/Unix sockets and tailed files (read positions persisted
+//!   only once the lines are durable in the buffer).
+//! - `enrich`: the lenient decoder, then `agent`, `source`, `host`, `ts`.
+//! - `batch`: groups lines into buffer records; applies the full-buffer policy.
+//! - [`buffer`]: the crash-safe disk buffer ("delete only after ack").
+//! - `forward`: POSTs records to `/api/v1/ingest` with an idempotency key
+//!   `{agent_id}-{record_id}`, retries forever with backoff, dead-letters 4xx answers.
+//! - `admin`: `/healthz` and `/metrics`.
+//!
+//! It owns neither the wire format (that is `spoor-sdk`) nor the command line (that is the
+//! `spoor` binary, which builds an [`AgentConfig`] and calls [`run`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), spoor_agent::AgentError> {
+//! let mut config = spoor_agent::AgentConfig::load(None)?;
+//! config.data_dir = "/tmp/spoor-agent".into();
+//! spoor_agent::run(config, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+
+mod admin;
+mod batch;
 pub mod buffer;
+mod buffer_handle;
+pub mod config;
+mod enrich;
+mod error;
+mod forward;
+mod identity;
+pub mod inputs;
+mod metrics;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+
+pub use config::{AgentConfig, BufferSettings, ConfigError, FullPolicy, ListenAddr, Secret};
+pub use error::AgentError;
+pub use forward::{Compression, DEADLETTER_DIR, ForwardConfig};
+pub use identity::AGENT_ID_FILE;
+pub use batch::BatchConfig;
+
+use batch::{BatchState, Batcher};
+use buffer::DiskBuffer;
+use buffer_handle::BufferHandle;
+use enrich::Enricher;
+use forward::Forwarder;
+use inputs::file::{FileInput, GlobPattern};
+use inputs::positions::Positions;
+use inputs::socket::{self, SocketContext};
+use metrics::Metrics;
+
+/// Lines waiting between the inputs and the batcher.
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// Runs the agent until `shutdown` completes, then stops: inputs stop reading, the batcher
+/// writes the last batch and fsyncs the buffer and read positions, requests in flight get
+/// `forward.shutdown_grace` to finish. Unacknowledged batches stay in the buffer and are
+/// sent on the next start.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    config.validate()?;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| AgentError::Io {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let token = match &config.token {
+        Some(t) => Some(t.clone()),
+        None => config.resolve_token(None)?,
+    };
+    let dir = data_dir.clone();
+    let agent_id = tokio::task::spawn_blocking(move || identity::load_or_create_agent_id(&dir))
+        .await
+        .map_err(|e| AgentError::Task(e.to_string()))??;
+    let dir = data_dir.clone();
+    let buffer_config = config.buffer.buffer_config();
+    let buffer = tokio::task::spawn_blocking(move || DiskBuffer::open(&dir, buffer_config))
+        .await
+        .map_err(|e| AgentError::Task(e.to_string()))??;
+    let buffer = BufferHandle::new(buffer);
+    let positions = Positions::load(&data_dir)?;
+    let resume = positions.snapshot();
+    let positions = Arc::new(Mutex::new(positions));
+    let metrics = Arc::new(Metrics::default());
+    let enricher = Arc::new(Enricher::new(agent_id.clone(), identity::host_name(), config.max_line_bytes));
+    tracing::info!(agent_id, data_dir = %data_dir.display(), collector = %config.collector, "Agent starting.");
+
+    // Bind everything first so a taken port fails the start, not a background task.
+    let mut listeners = Vec::new();
+    for addr in config.listen_addrs() {
+        listeners.push(socket::bind(&addr).await?);
+        tracing::info!(%addr, "Listening for lines.");
+    }
+    let admin_listener = tokio::net::TcpListener::bind(config.admin)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.admin.to_string(),
+            source,
+        })?;
+    let client = reqwest::Client::builder()
+        .timeout(config.forward.request_timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(AgentError::HttpClient)?;
+
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (inputs_stop, inputs_stop_rx) = watch::channel(false);
+    let (forward_stop, forward_stop_rx) = watch::channel(false);
+    let forward_wake = Arc::new(Notify::new());
+
+    let mut input_tasks = tokio::task::JoinSet::new();
+    let socket_ctx = SocketContext {
+        tx: tx.clone(),
+        enricher: enricher.clone(),
+        metrics: metrics.clone(),
+        max_line_bytes: config.max_line_bytes,
+        connections: Arc::new(Semaphore::new(config.max_connections)),
+    };
+    for listener in listeners {
+        input_tasks.spawn(socket::serve(listener, socket_ctx.clone(), inputs_stop_rx.clone()));
+    }
+    drop(socket_ctx);
+    let file_stop = Arc::new(AtomicBool::new(false));
+    let file_thread = if config.files.is_empty() {
+        None
+    } else {
+        let patterns = config
+            .files
+            .iter()
+            .map(|p| GlobPattern::parse(p).map_err(|message| ConfigError::Invalid { key: "files", message }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let input = FileInput {
+            patterns,
+            tx: tx.clone(),
+            enricher: enricher.clone(),
+            metrics: metrics.clone(),
+            max_line_bytes: config.max_line_bytes,
+            resume,
+            stop: file_stop.clone(),
+            scan_interval: Duration::from_millis(250),
+            read_interval: Duration::from_millis(100),
+            partial_timeout: Duration::from_secs(1),
+        };
+        let handle = std::thread::Builder::new()
+            .name("spoor-file-input".into())
+            .spawn(move || input.run())
+            .map_err(|e| AgentError::Task(format!("starting the file input thread: {e}")))?;
+        Some(handle)
+    };
+    drop(tx);
+
+    let batcher = Batcher {
+        rx,
+        buffer: buffer.clone(),
+        config: config.batch.clone(),
+        policy: config.buffer.when_full,
+        positions,
+        metrics: metrics.clone(),
+        enricher,
+        forward_wake: forward_wake.clone(),
+        shutdown: inputs_stop_rx.clone(),
+        state: BatchState::default(),
+    };
+    let mut batcher_task = tokio::spawn(batcher.run());
+
+    let forwarder = Arc::new(Forwarder {
+        buffer: buffer.clone(),
+        client,
+        url: format!("{}/api/v1/ingest", config.collector.trim_end_matches('/')),
+        agent_id,
+        token,
+        config: config.forward.clone(),
+        metrics: metrics.clone(),
+        wake: forward_wake,
+        deadletter_dir: data_dir.join(DEADLETTER_DIR),
+    });
+    let forward_task = tokio::spawn(forwarder.run(forward_stop_rx.clone()));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin::AdminState {
+            metrics,
+            buffer: buffer.clone(),
+        },
+        forward_stop_rx,
+    ));
+
+    // Run until asked to stop, or until the batcher fails (the buffer is unusable).
+    let mut early = None;
+    tokio::select! {
+        () = shutdown => {}
+        r = &mut batcher_task => early = Some(r),
+    }
+    tracing::info!("Agent stopping.");
+    let _ = inputs_stop.send(true);
+    file_stop.store(true, Ordering::Relaxed);
+    while input_tasks.join_next().await.is_some() {}
+    if let Some(handle) = file_thread {
+        let joined = tokio::task::spawn_blocking(move || handle.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("The file input thread panicked.");
+        }
+    }
+    let batch_result = match early {
+        Some(r) => r,
+        None => batcher_task.await,
+    };
+    let _ = forward_stop.send(true);
+    let _ = forward_task.await;
+    let _ = admin_task.await;
+    let synced = buffer.run(|b| b.flush_and_sync()).await;
+    tracing::info!("Agent stopped.");
+    batch_result.map_err(|e| AgentError::Task(e.to_string()))??;
+    synced?;
+    Ok(())
+}

@@ -1,2 +1,25 @@
-//! spoor-collector (being built).
+//! spoor-collector: the collector as a library.
+//!
+//! It owns, in the order data flows:
+//! - [`http`]: the API (`POST /api/v1/ingest`, search, tail, checkpoints, metrics);
+//! - [`ingest`]: turning a request body into lines (decompression, normalisation);
+//! - [`audit`]: the hash-chained, signed audit log, the source of truth, with group commit
+//!   and offline verification;
+//! - [`index`]: the tantivy index derived from the audit log;
+//! - [`search`]: running queries, pipeline stages, histogram and facets.
+//!
+//! It leaves the query language and index schema to `spoor-query`, and the event format to
+//! `spoor-sdk`. [`server::run`] wires everything together for the `spoor collector` command.
+
 pub mod audit;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod index;
+pub mod ingest;
+pub mod search;
+pub mod secret;
+pub mod server;
+
+pub use config::CollectorConfig;
+pub use error::Error;

@@ -1,0 +1,308 @@
+//! Groups enriched lines into batches and writes each batch to the disk buffer as one
+//! record; owns the buffer's write side (append, group-commit fsync) and the persisting of
+//! file read positions.
+//!
+//! A batch is its lines, each ending in `\n`. It is cut at `max_events` lines, at
+//! `max_bytes` (a line that would overflow starts the next batch), or `max_wait` after its
+//! first line. The record ID the buffer gives it makes the batch's idempotency key
+//! `{agent_id}-{record_id}`, the same across retries and restarts.
+//!
+//! Invariants:
+//! - A file position is persisted only once the record holding the line before it is
+//!   fsynced (`record_id <= durable_id`); positions of a dropped batch wait for the record
+//!   appended before it.
+//! - When the buffer is full the [`FullPolicy`] decides: `block` stops reading from the
+//!   channel (so inputs stop) and retries every 100 ms, `drop_newest` drops the batch,
+//!   `drop_oldest` drops the oldest unacknowledged segment and retries. A full disk is
+//!   handled like `block`. Drops are counted and, once an append succeeds again, reported
+//!   in one `level=warn` event.
+//! - At shutdown the batcher drains the channel until every input has hung up, writes the
+//!   last batch and fsyncs; while shutting down, a batch that cannot be written is dropped
+//!   (counted) instead of blocking the exit.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::buffer::BufferError;
+use crate::buffer_handle::BufferHandle;
+use crate::config::{FullPolicy, duration};
+use crate::enrich::Enricher;
+use crate::error::AgentError;
+use crate::inputs::InputLine;
+use crate::inputs::positions::{FileKey, FilePosition, Positions};
+use crate::metrics::{Metrics, inc};
+
+/// When a batch is cut.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most lines in one batch. Default 1000.
+    pub max_events: usize,
+    /// Most bytes in one batch (uncompressed). Default 1048576 (1 MiB).
+    pub max_bytes: usize,
+    /// Longest time a line waits for its batch to fill. Default `200ms`.
+    #[serde(with = "duration")]
+    pub max_wait: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_events: 1000,
+            max_bytes: 1 << 20,
+            max_wait: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The batching stage.
+pub(crate) struct Batcher {
+    pub(crate) rx: mpsc::Receiver<InputLine>,
+    pub(crate) buffer: BufferHandle,
+    pub(crate) config: BatchConfig,
+    pub(crate) policy: FullPolicy,
+    pub(crate) positions: Arc<Mutex<Positions>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) enricher: Arc<Enricher>,
+    /// Woken when more records became durable.
+    pub(crate) forward_wake: Arc<Notify>,
+    /// Turns true when the agent shuts down.
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) state: BatchState,
+}
+
+/// What the batcher keeps between lines.
+#[derive(Debug, Default)]
+pub(crate) struct BatchState {
+    batch: Vec<u8>,
+    events: usize,
+    started: Option<Instant>,
+    batch_positions: HashMap<FileKey, FilePosition>,
+    /// Positions waiting for their record to become durable: (record ID, positions).
+    pending: VecDeque<(u64, Vec<FilePosition>)>,
+    last_id: u64,
+    durable_id: u64,
+    sync_deadline: Option<Instant>,
+    dropped_unreported: u64,
+}
+
+impl Batcher {
+    /// Runs until every input hung up; then writes and fsyncs what is left.
+    pub(crate) async fn run(mut self) -> Result<(), AgentError> {
+        let durable = self.buffer.run(|b| b.durable_id()).await;
+        self.state.durable_id = durable;
+        self.state.last_id = durable;
+        loop {
+            let now = Instant::now();
+            let batch_deadline = self.state.started.map(|t| t + self.config.max_wait);
+            let sync_deadline = self.state.sync_deadline;
+            tokio::select! {
+                line = self.rx.recv() => match line {
+                    Some(line) => self.add(line).await?,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(batch_deadline.unwrap_or(now).into()), if batch_deadline.is_some() => {
+                    self.flush().await?;
+                }
+                _ = tokio::time::sleep_until(sync_deadline.unwrap_or(now).into()), if sync_deadline.is_some() => {
+                    self.sync(false).await?;
+                }
+            }
+        }
+        self.flush().await?;
+        self.sync(true).await?;
+        Ok(())
+    }
+
+    async fn add(&mut self, line: InputLine) -> Result<(), AgentError> {
+        let s = &mut self.state;
+        if s.events > 0 && s.batch.len() + line.line.len() + 1 > self.config.max_bytes {
+            self.flush().await?;
+        }
+        let s = &mut self.state;
+        s.batch.extend_from_slice(line.line.as_bytes());
+        s.batch.push(b'\n');
+        s.events += 1;
+        s.started.get_or_insert_with(Instant::now);
+        if let Some(p) = line.position {
+            s.batch_positions.insert(p.key, p);
+        }
+        if s.events >= self.config.max_events || s.batch.len() >= self.config.max_bytes {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the current batch (if any) to the buffer.
+    async fn flush(&mut self) -> Result<(), AgentError> {
+        let s = &mut self.state;
+        s.started = None;
+        if s.events == 0 {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut s.batch);
+        let events = std::mem::take(&mut s.events);
+        let positions: Vec<FilePosition> = s.batch_positions.drain().map(|(_, p)| p).collect();
+        if let Some(id) = self.append(data, events as u64).await {
+            self.state.last_id = id;
+            inc(&self.metrics.batches_appended, 1);
+            if self.state.dropped_unreported > 0 {
+                self.report_drops();
+            }
+        }
+        if !positions.is_empty() {
+            self.state.pending.push_back((self.state.last_id, positions));
+        }
+        self.commit_positions().await
+    }
+
+    /// Appends with the full-buffer policy. `None` when the batch was dropped.
+    async fn append(&mut self, mut data: Vec<u8>, events: u64) -> Option<u64> {
+        let mut warned = false;
+        loop {
+            let (back, result, durable, deadline) = self
+                .buffer
+                .run(move |b| {
+                    let r = b.append(&data);
+                    (data, r, b.durable_id(), b.sync_deadline())
+                })
+                .await;
+            data = back;
+            self.after_write(durable, deadline);
+            let stopping = *self.shutdown.borrow();
+            let wait = match result {
+                Ok(id) => return Some(id),
+                Err(BufferError::Full { used, max, .. }) => {
+                    inc(&self.metrics.buffer_full, 1);
+                    match self.policy {
+                        FullPolicy::DropNewest => return self.drop_batch(events, "buffer full"),
+                        FullPolicy::DropOldest => {
+                            match self.buffer.run(|b| b.drop_oldest_unacked()).await {
+                                Ok(Some(_)) => continue,
+                                Ok(None) => return self.drop_batch(events, "buffer full and nothing to drop"),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "Could not drop the oldest batches.");
+                                    return self.drop_batch(events, "buffer full");
+                                }
+                            }
+                        }
+                        FullPolicy::Block => {
+                            if !warned {
+                                tracing::warn!(used, max, "Disk buffer full; inputs wait until the collector catches up.");
+                                warned = true;
+                            }
+                            Duration::from_millis(100)
+                        }
+                    }
+                }
+                Err(BufferError::RecordTooLarge { len, max }) => {
+                    tracing::error!(len, max, "Batch larger than a buffer segment.");
+                    return self.drop_batch(events, "batch too large");
+                }
+                Err(e) => {
+                    if matches!(e, BufferError::DiskFull { .. }) {
+                        inc(&self.metrics.disk_full, 1);
+                    } else {
+                        inc(&self.metrics.buffer_errors, 1);
+                    }
+                    if !warned {
+                        tracing::error!(error = %e, "Cannot write to the disk buffer; retrying.");
+                        warned = true;
+                    }
+                    Duration::from_secs(1)
+                }
+            };
+            if stopping {
+                return self.drop_batch(events, "shutting down while the buffer cannot take it");
+            }
+            // Make what was written durable so the forwarder can free room meanwhile.
+            if let Err(e) = self.sync(true).await {
+                tracing::warn!(error = %e, "Sync while waiting for buffer room failed.");
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn drop_batch(&mut self, events: u64, reason: &'static str) -> Option<u64> {
+        inc(&self.metrics.events_dropped, events);
+        self.state.dropped_unreported += events;
+        tracing::warn!(events, reason, "Dropped a batch.");
+        None
+    }
+
+    /// Adds one event saying how many events were dropped to the (new) current batch.
+    fn report_drops(&mut self) {
+        let n = std::mem::take(&mut self.state.dropped_unreported);
+        let raw = format!("level=warn msg=\"spoor agent dropped events\" dropped_events={n} kind=log");
+        let (line, _) = self.enricher.enrich(raw.as_bytes(), "agent");
+        let s = &mut self.state;
+        s.batch.extend_from_slice(line.as_bytes());
+        s.batch.push(b'\n');
+        s.events += 1;
+        s.started.get_or_insert_with(Instant::now);
+    }
+
+    fn after_write(&mut self, durable: u64, deadline: Option<Instant>) {
+        self.state.sync_deadline = deadline;
+        if durable > self.state.durable_id {
+            self.state.durable_id = durable;
+            self.forward_wake.notify_one();
+        }
+    }
+
+    /// Fsyncs when due (or now with `force`), then persists positions that became safe.
+    async fn sync(&mut self, force: bool) -> Result<(), AgentError> {
+        let (result, durable, deadline) = self
+            .buffer
+            .run(move |b| {
+                let r = if force {
+                    b.flush_and_sync()
+                } else {
+                    b.maybe_sync(Instant::now()).map(drop)
+                };
+                (r, b.durable_id(), b.sync_deadline())
+            })
+            .await;
+        if let Err(e) = result {
+            inc(&self.metrics.buffer_errors, 1);
+            tracing::error!(error = %e, "Fsync of the disk buffer failed; will retry.");
+        }
+        // Retry a failed sync in a while rather than in a busy loop.
+        let deadline = deadline.map(|d| d.max(Instant::now() + Duration::from_millis(10)));
+        self.after_write(durable, deadline);
+        self.commit_positions().await
+    }
+
+    async fn commit_positions(&mut self) -> Result<(), AgentError> {
+        let mut ready = Vec::new();
+        while let Some((id, _)) = self.state.pending.front() {
+            if *id > self.state.durable_id {
+                break;
+            }
+            if let Some((_, p)) = self.state.pending.pop_front() {
+                ready.extend(p);
+            }
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let positions = self.positions.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            positions
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .commit(ready)
+        })
+        .await
+        .map_err(|e| AgentError::Task(e.to_string()))?;
+        if let Err(e) = result {
+            // Not fatal: the old positions only make a restart repeat lines, never skip.
+            tracing::warn!(error = %e, "Could not persist file read positions.");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,360 @@
+//! Sends buffered batches to the collector and acknowledges them in the buffer.
+//!
+//! Lifecycle of one record: [`DiskBuffer::next_unsent`](crate::buffer::DiskBuffer::next_unsent)
+//! hands it out (only once it is fsynced) → compressed → `POST {collector}/api/v1/ingest`
+//! with `Idempotency-Key: {agent_id}-{record_id}`, `X-Spoor-Agent`, `Content-Encoding` and,
+//! when configured, `Authorization: Bearer` → then:
+//! - `2xx` (including `{"duplicate": true}`): acked in the buffer, which deletes it once its
+//!   segment is all acked. Nothing is deleted before this answer.
+//! - network error, `408` or `5xx`: retried without limit, with full-jitter backoff
+//!   (`random(0, min(cap, base * 2^attempt))`); `429` and `503` wait for `Retry-After`
+//!   (seconds) when given.
+//! - any other `4xx`: the batch and the answer go to `DATA_DIR/deadletter/<key>.txt`, then
+//!   the record is acked and `deadlettered_batches_total` counts it: never silently dropped.
+//!
+//! Up to `max_in_flight` records are sent at once, so batches may arrive out of order
+//! (lines keep their `ts`). At shutdown no new record is taken, retries stop, and requests
+//! in flight get `shutdown_grace` to finish; whatever is not acked is sent again after the
+//! restart under the same key, and the collector answers it as a duplicate.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::buffer_handle::BufferHandle;
+use crate::config::{Secret, duration};
+use crate::identity::{random_u64, write_atomically};
+use crate::metrics::{Metrics, inc};
+
+/// Name of the dead-letter folder inside the data directory.
+pub const DEADLETTER_DIR: &str = "deadletter";
+
+/// How batches are sent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    /// Most batches sent at once. Default 4.
+    pub max_in_flight: usize,
+    /// Body compression: `zstd`, `gzip` or `none`. Default `zstd`.
+    pub compression: Compression,
+    /// File holding the bearer token (`SPOOR_TOKEN` wins). Default none: no token sent.
+    pub token_file: Option<PathBuf>,
+    /// Timeout of one ingest request. Default `30s`.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// First retry waits up to this long. Default `100ms`.
+    #[serde(with = "duration")]
+    pub backoff_base: Duration,
+    /// Longest wait between retries. Default `30s`.
+    #[serde(with = "duration")]
+    pub backoff_cap: Duration,
+    /// How long requests in flight may finish at shutdown. Default `2s`.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            max_in_flight: 4,
+            compression: Compression::Zstd,
+            token_file: None,
+            request_timeout: Duration::from_secs(30),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Compression of request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// zstd, level 3 (`Content-Encoding: zstd`).
+    Zstd,
+    /// gzip (`Content-Encoding: gzip`).
+    Gzip,
+    /// Uncompressed.
+    None,
+}
+
+impl Compression {
+    /// The body and its `Content-Encoding` (`None` for identity).
+    fn compress(self, data: &[u8]) -> std::io::Result<(Vec<u8>, Option<&'static str>)> {
+        match self {
+            Compression::Zstd => Ok((zstd::bulk::compress(data, 3)?, Some("zstd"))),
+            Compression::Gzip => {
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(data)?;
+                Ok((enc.finish()?, Some("gzip")))
+            }
+            Compression::None => Ok((data.to_vec(), None)),
+        }
+    }
+}
+
+/// Full-jitter backoff: a random wait in `0..=min(cap, base * 2^attempt)`.
+pub(crate) fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << attempt.min(20)).min(cap);
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(random_u64() % nanos.saturating_add(1))
+}
+
+/// Reads `Retry-After` as seconds (HTTP dates are not read; backoff applies then).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+/// The forwarding stage.
+#[derive(Debug)]
+pub(crate) struct Forwarder {
+    pub(crate) buffer: BufferHandle,
+    pub(crate) client: reqwest::Client,
+    /// `{collector}/api/v1/ingest`.
+    pub(crate) url: String,
+    pub(crate) agent_id: String,
+    pub(crate) token: Option<Secret>,
+    pub(crate) config: ForwardConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Woken when new records became durable.
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) deadletter_dir: PathBuf,
+}
+
+enum Outcome {
+    Acked { duplicate: bool },
+    Deadletter { status: u16, answer: String },
+    Retry { wait: Option<Duration>, reason: String },
+}
+
+impl Forwarder {
+    /// Runs until `shutdown` turns true, then lets requests in flight finish briefly.
+    pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
+            match self.buffer.run(|b| b.next_unsent()).await {
+                Ok(Some((id, batch))) => {
+                    let me = self.clone();
+                    let shutdown = shutdown.clone();
+                    tasks.spawn(async move {
+                        me.deliver(id, batch, shutdown).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    inc(&self.metrics.buffer_errors, 1);
+                    tracing::error!(error = %e, "Cannot read the disk buffer.");
+                }
+            }
+            drop(permit);
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+        }
+        let drained = tokio::time::timeout(self.config.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::info!(in_flight = tasks.len(), "Stopped requests still in flight; they are resent after restart.");
+            tasks.abort_all();
+        }
+    }
+
+    /// Sends one record until it is acked or dead-lettered, or the agent stops.
+    async fn deliver(&self, id: u64, batch: Vec<u8>, mut shutdown: watch::Receiver<bool>) {
+        let key = format!("{}-{id}", self.agent_id);
+        let compression = self.config.compression;
+        let batch = Arc::new(batch);
+        let input = batch.clone();
+        let compressed = tokio::task::spawn_blocking(move || compression.compress(&input)).await;
+        let (body, encoding) = match compressed {
+            Ok(Ok(c)) => c,
+            _ => {
+                tracing::warn!(key, "Compression failed; sending the batch uncompressed.");
+                (batch.to_vec(), None)
+            }
+        };
+        let mut attempt: u32 = 0;
+        loop {
+            let started = Instant::now();
+            match self.send(&key, body.clone(), encoding).await {
+                Outcome::Acked { duplicate } => {
+                    let events = batch.iter().filter(|&&b| b == b'\n').count() as u64;
+                    let m = &self.metrics;
+                    inc(&m.forward_latency_micros_sum, started.elapsed().as_micros() as u64);
+                    inc(&m.forward_latency_count, 1);
+                    inc(&m.batches_forwarded, 1);
+                    inc(&m.events_forwarded, events);
+                    inc(&m.bytes_forwarded, batch.len() as u64);
+                    if duplicate {
+                        inc(&m.duplicates, 1);
+                    }
+                    tracing::debug!(key, events, duplicate, "Batch acknowledged.");
+                    self.ack(id).await;
+                    return;
+                }
+                Outcome::Deadletter { status, answer } => {
+                    if self.deadletter(&key, status, &answer, &batch).await {
+                        self.ack(id).await;
+                        return;
+                    }
+                    // Not written: keep the record and try the whole thing again later.
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.config.backoff_cap) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                    }
+                }
+                Outcome::Retry { wait, reason } => {
+                    inc(&self.metrics.retries, 1);
+                    let wait = wait.unwrap_or_else(|| {
+                        backoff(self.config.backoff_base, self.config.backoff_cap, attempt)
+                    });
+                    if attempt == 0 || attempt % 10 == 0 {
+                        tracing::warn!(key, attempt, wait_ms = wait.as_millis() as u64, reason, "Sending a batch failed; retrying.");
+                    }
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&self, key: &str, body: Vec<u8>, encoding: Option<&'static str>) -> Outcome {
+        let mut req = self
+            .client
+            .post(&self.url)
+            .header("Idempotency-Key", key)
+            .header("X-Spoor-Agent", &self.agent_id)
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(body);
+        if let Some(enc) = encoding {
+            req = req.header(reqwest::header::CONTENT_ENCODING, enc);
+        }
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token.expose());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Retry {
+                    wait: None,
+                    reason: format!("{e}"),
+                };
+            }
+        };
+        let status = resp.status();
+        let wait_hint = retry_after(resp.headers());
+        let answer = resp.text().await.unwrap_or_default();
+        let code = status.as_u16();
+        if status.is_success() {
+            let duplicate = serde_json::from_str::<serde_json::Value>(&answer)
+                .ok()
+                .and_then(|v| v.get("duplicate").and_then(|d| d.as_bool()))
+                .unwrap_or(false);
+            Outcome::Acked { duplicate }
+        } else if code == 429 || code == 503 {
+            Outcome::Retry {
+                wait: wait_hint,
+                reason: format!("status {code}"),
+            }
+        } else if status.is_client_error() && code != 408 {
+            Outcome::Deadletter { status: code, answer }
+        } else {
+            Outcome::Retry {
+                wait: None,
+                reason: format!("status {code}"),
+            }
+        }
+    }
+
+    async fn ack(&self, id: u64) {
+        if let Err(e) = self.buffer.run(move |b| b.ack(id)).await {
+            inc(&self.metrics.buffer_errors, 1);
+            tracing::error!(record_id = id, error = %e, "Could not record an ack; the batch will be resent after restart.");
+        }
+    }
+
+    /// Writes the dead-letter file; `false` when it could not be written.
+    async fn deadletter(&self, key: &str, status: u16, answer: &str, batch: &[u8]) -> bool {
+        let path = self.deadletter_dir.join(format!("{key}.txt"));
+        let mut content = format!(
+            "# idempotency_key: {key}\n# status: {status}\n# answer: {}\n",
+            answer.replace('\n', "\n# ")
+        )
+        .into_bytes();
+        content.extend_from_slice(batch);
+        let dir = self.deadletter_dir.clone();
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            write_atomically(&target, &content)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {
+                inc(&self.metrics.deadlettered_batches, 1);
+                tracing::error!(key, status, path = %path.display(), "Collector refused a batch; moved it to the dead-letter folder.");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!(key, status, error = %e, path = %path.display(), "Collector refused a batch and the dead-letter file could not be written; keeping the batch.");
+                false
+            }
+            Err(e) => {
+                tracing::error!(key, status, error = %e, "Dead-letter task failed; keeping the batch.");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_under_the_ceiling() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(30);
+        for attempt in 0..40 {
+            let ceiling = base.saturating_mul(1 << attempt.min(20)).min(cap);
+            assert!(backoff(base, cap, attempt) <= ceiling);
+        }
+    }
+
+    #[test]
+    fn compression_round_trips() {
+        let data = b"a=1\nb=2\n".repeat(100);
+        let (z, enc) = Compression::Zstd.compress(&data).expect("zstd");
+        assert_eq!(enc, Some("zstd"));
+        assert_eq!(zstd::decode_all(&z[..]).expect("decode"), data);
+        let (g, enc) = Compression::Gzip.compress(&data).expect("gzip");
+        assert_eq!(enc, Some("gzip"));
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&g[..]), &mut out).expect("gunzip");
+        assert_eq!(out, data);
+    }
+}

@@ -1,0 +1,29 @@
+//! Sources of lines. Each input reads raw lines, enriches them ([`crate::enrich`]) and
+//! sends them to the batcher over one bounded channel, so a full channel (the batcher
+//! blocked on a full buffer) stops the inputs from reading: backpressure, not loss.
+//!
+//! - [`socket`]: newline-delimited lines over TCP and Unix sockets.
+//! - [`file`]: tailing files, with read positions in [`positions`].
+//! - [`lines`]: the line splitter both share (size limit, CRLF left to the decoder).
+//!
+//! At shutdown every input stops reading and drops its sender; the batcher drains what is
+//! in the channel. A socket line still in the kernel's buffers at a crash is lost to the
+//! agent: TCP has no per-line acknowledgement, so resending it is the sender's job.
+
+pub(crate) mod file;
+pub(crate) mod lines;
+pub(crate) mod positions;
+pub(crate) mod socket;
+
+use crate::metrics::InputKind;
+use positions::FilePosition;
+
+/// One enriched line on its way to the batcher.
+#[derive(Debug)]
+pub(crate) struct InputLine {
+    /// The encoded event, without newline.
+    pub(crate) line: String,
+    pub(crate) input: InputKind,
+    /// For file lines: where reading resumes once this line is durable in the buffer.
+    pub(crate) position: Option<FilePosition>,
+}

@@ -1,0 +1,69 @@
+//! Health, metrics (Prometheus text), the latest audit checkpoint, and the JSON 404.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::config::Scope;
+
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see docs/api.md")
+}
+
+pub(super) async fn checkpoint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Read)?;
+    let public_key = hex(&state.writer.public_key());
+    match state.writer.latest_checkpoint() {
+        Some(c) => {
+            let mut body: Value = serde_json::from_str(&c.to_json())
+                .map_err(|e| ApiError::internal("reading the checkpoint", &e))?;
+            body["public_key"] = json!(public_key);
+            Ok(Json(body))
+        }
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no checkpoint has been signed yet")
+            .with("public_key", public_key)),
+    }
+}
+
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let m = &state.metrics;
+    let w = state.writer.stats();
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    };
+    counter("spoor_ingest_batches_total", "Batches appended to the audit log.", m.ingest_batches.load(Ordering::Relaxed));
+    counter("spoor_ingest_lines_total", "Lines appended to the audit log.", m.ingest_lines.load(Ordering::Relaxed));
+    counter("spoor_ingest_bytes_total", "Decompressed bytes received.", m.ingest_bytes.load(Ordering::Relaxed));
+    counter("spoor_ingest_duplicates_total", "Batches answered as duplicates.", m.ingest_duplicates.load(Ordering::Relaxed));
+    counter("spoor_ingest_rejected_total", "Ingest requests refused.", m.ingest_rejected.load(Ordering::Relaxed));
+    counter("spoor_searches_total", "Searches run.", m.searches.load(Ordering::Relaxed));
+    counter("spoor_audit_fsyncs_total", "fsyncs of the audit log.", w.fsyncs);
+    counter("spoor_audit_groups_total", "Group commits of the audit log.", w.groups);
+    let _ = writeln!(
+        out,
+        "# HELP spoor_index_next_seq Seq below which everything is searchable.\n# TYPE spoor_index_next_seq gauge\nspoor_index_next_seq {}",
+        *state.indexed.borrow()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

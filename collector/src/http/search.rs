@@ -1,0 +1,175 @@
+//! Read endpoints: search, histogram, facets and live tail (server-sent events).
+//! Each search is also written to the audit log as a `kind=audit` record.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use spoor_sdk::event::{Event, keys};
+
+use super::{ApiError, AppState, Caller};
+use crate::config::Scope;
+use crate::search::{self as run, SearchRequest};
+
+/// Query-string parameters shared by the read endpoints.
+#[derive(Debug, Deserialize)]
+pub(super) struct Params {
+    #[serde(default)]
+    q: String,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+    order: Option<String>,
+    buckets: Option<u32>,
+}
+
+impl Params {
+    fn request(&self) -> Result<SearchRequest, ApiError> {
+        let ascending = match self.order.as_deref() {
+            None | Some("desc") => false,
+            Some("asc") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!("order must be asc or desc, not `{other}`")));
+            }
+        };
+        Ok(SearchRequest {
+            q: self.q.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            limit: self.limit,
+            ascending,
+            min_seq: None,
+        })
+    }
+}
+
+/// Writes the search to the audit log without making the caller wait for the fsync.
+fn audit_search(state: &AppState, caller: &Caller, action: &str, params: &Params) {
+    let mut event = Event::new();
+    event.set_timestamp(time::OffsetDateTime::now_utc());
+    event.push(keys::LEVEL, "info");
+    event.push(keys::MSG, format!("{action} by {}", caller.name));
+    event.push(keys::KIND, "audit");
+    event.push("action", action);
+    event.push("caller", caller.name.clone());
+    event.push("query", params.q.clone());
+    if let Some(f) = &params.from {
+        event.push("from", f.clone());
+    }
+    if let Some(t) = &params.to {
+        event.push("to", t.clone());
+    }
+    let writer = state.writer.clone();
+    tokio::spawn(async move {
+        if let Err(e) = writer.append("", "collector", vec![event.to_line().into_bytes()]).await {
+            tracing::warn!(error = %e, "Could not write the audit record of a search.");
+        }
+    });
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal("search", &e))?
+}
+
+pub(super) async fn search(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = state.auth.check(&headers, Scope::Read)?;
+    let req = params.request()?;
+    let index = state.index.clone();
+    let response = blocking(move || Ok(run::search(&index, &req)?)).await?;
+    state.metrics.searches.fetch_add(1, Ordering::Relaxed);
+    audit_search(&state, &caller, "search", &params);
+    Ok(Json(json!(response)))
+}
+
+pub(super) async fn histogram(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Read)?;
+    let req = params.request()?;
+    let index = state.index.clone();
+    let buckets = params.buckets;
+    let h = blocking(move || Ok(run::histogram(&index, &req, buckets)?)).await?;
+    Ok(Json(json!(h)))
+}
+
+pub(super) async fn fields(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Read)?;
+    let req = params.request()?;
+    let index = state.index.clone();
+    let f = blocking(move || Ok(run::fields(&index, &req)?)).await?;
+    Ok(Json(json!({ "fields": f })))
+}
+
+/// Most lines one tail message carries; more wait for the next round.
+const TAIL_BATCH: usize = 1000;
+
+/// `GET /api/v1/tail?q=`: server-sent events, one `data:` per new matching line (a JSON
+/// object like a search hit), from the moment of the request on.
+pub(super) async fn tail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    state.auth.check(&headers, Scope::Read)?;
+    let mut req = params.request()?;
+    // Check the query once up front, so a bad one is a 400 and not a silent stream.
+    spoor_query::parse_query(&req.q).map_err(run::SearchError::from)?;
+    req.ascending = true;
+    req.limit = Some(TAIL_BATCH);
+    req.from = None;
+    req.to = None;
+    let start = *state.indexed.borrow();
+    let initial = (state, req, start, Vec::<SseEvent>::new());
+    let events = stream::unfold(initial, |(state, mut req, mut next, mut queue)| async move {
+        loop {
+            if let Some(e) = queue.pop() {
+                return Some((Ok(e), (state, req, next, queue)));
+            }
+            let mut indexed = state.indexed.clone();
+            if *indexed.borrow() <= next && indexed.changed().await.is_err() {
+                return None;
+            }
+            req.min_seq = Some(next);
+            let index = state.index.clone();
+            let r = req.clone();
+            let found = tokio::task::spawn_blocking(move || run::search(&index, &r)).await;
+            let Ok(Ok(found)) = found else {
+                continue;
+            };
+            let mut max_seq = None;
+            for hit in &found.hits {
+                let seq = hit.get(keys::SEQ).and_then(Value::as_str).and_then(|s| s.parse::<u64>().ok());
+                max_seq = max_seq.max(seq);
+            }
+            next = match max_seq {
+                Some(s) if found.hits.len() >= TAIL_BATCH => s + 1,
+                _ => (*state.indexed.borrow()).max(max_seq.map_or(0, |s| s + 1)),
+            };
+            // Oldest first: the queue pops from the back.
+            for hit in found.hits.iter().rev() {
+                queue.push(SseEvent::default().data(json!(hit).to_string()));
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+

@@ -1,0 +1,250 @@
+//! Running searches: a query's filter plus a time range over the index, returning the
+//! exact total and the newest hits, or the rows of a pipeline stage (`count by`, `top`,
+//! `timechart`), and the histogram and facets the UI shows.
+//!
+//! Hits are rebuilt from the stored line, so a hit shows exactly the keys the event had,
+//! plus `seq`, `ingest_ts` and `agent` from the collector.
+
+mod aggregate;
+mod time_range;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::time::Instant;
+
+use serde::Serialize;
+use spoor_query::{CompileError, ParseError, Stage, compile, parse_query};
+use spoor_sdk::event::keys;
+use spoor_sdk::logfmt::{ReadOptions, read_line};
+use spoor_sdk::timestamp::format_timestamp;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery};
+use tantivy::schema::Value;
+use tantivy::{DateTime, DocAddress, Order, Searcher, TantivyDocument, Term};
+use time::OffsetDateTime;
+
+pub use aggregate::{Histogram, HistogramBucket};
+pub use time_range::{TimeRangeError, parse_bound};
+
+use crate::index::LogIndex;
+
+/// Largest `limit` a search may ask for.
+pub const MAX_LIMIT: usize = 10_000;
+
+/// A search as the API receives it.
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    /// Query text (may be empty).
+    pub q: String,
+    /// Lower time bound (inclusive), as text.
+    pub from: Option<String>,
+    /// Upper time bound (exclusive), as text.
+    pub to: Option<String>,
+    /// How many hits (default 100).
+    pub limit: Option<usize>,
+    /// Oldest first instead of newest first.
+    pub ascending: bool,
+    /// Only events with `seq` at or above this (for tail).
+    pub min_seq: Option<u64>,
+}
+
+/// What a search returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResponse {
+    /// Exact number of matching events.
+    pub total: u64,
+    /// Matching events, flat objects of their keys.
+    pub hits: Vec<BTreeMap<String, serde_json::Value>>,
+    /// Column names, when the query has a pipeline stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    /// Rows, when the query has a pipeline stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Vec<Vec<serde_json::Value>>>,
+    /// Time spent, in milliseconds.
+    pub took_ms: u64,
+}
+
+/// Why a search could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SearchError {
+    /// The query text does not parse.
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    /// The query parses but cannot run (unknown level, non-numeric comparison...).
+    #[error("{0}")]
+    Compile(#[from] CompileError),
+    /// `from`/`to` are not times.
+    #[error(transparent)]
+    TimeRange(#[from] TimeRangeError),
+    /// A parameter out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The index failed.
+    #[error("search index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+}
+
+impl SearchError {
+    /// The query position of a parse error, for the caret the UI and CLI draw.
+    pub fn position(&self) -> Option<usize> {
+        match self {
+            SearchError::Parse(e) => Some(e.position),
+            _ => None,
+        }
+    }
+}
+
+/// Builds the tantivy query for a request: the compiled filter, the time range, `min_seq`.
+pub(crate) fn build_query(
+    index: &LogIndex,
+    req: &SearchRequest,
+) -> Result<(Box<dyn Query>, Vec<Stage>), SearchError> {
+    let parsed = parse_query(&req.q)?;
+    let filter = compile(&parsed, &index.schema)?;
+    let now = OffsetDateTime::now_utc();
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, filter)];
+    let bound = |text: &Option<String>, inclusive: bool| -> Result<Bound<Term>, SearchError> {
+        Ok(match text.as_deref().filter(|t| !t.trim().is_empty()) {
+            None => Bound::Unbounded,
+            Some(t) => {
+                let ts = parse_bound(t, now)?;
+                let nanos = i64::try_from(ts.unix_timestamp_nanos())
+                    .map_err(|_| SearchError::BadRequest(format!("`{t}` is out of range")))?;
+                let term = Term::from_field_date(index.schema.ts, DateTime::from_timestamp_nanos(nanos));
+                if inclusive { Bound::Included(term) } else { Bound::Excluded(term) }
+            }
+        })
+    };
+    let (lo, hi) = (bound(&req.from, true)?, bound(&req.to, false)?);
+    if !matches!((&lo, &hi), (Bound::Unbounded, Bound::Unbounded)) {
+        clauses.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
+    }
+    if let Some(min) = req.min_seq {
+        let lo = Bound::Included(Term::from_field_u64(index.schema.seq, min));
+        clauses.push((Occur::Must, Box::new(RangeQuery::new(lo, Bound::Unbounded))));
+    }
+    Ok((Box::new(BooleanQuery::new(clauses)), parsed.stages))
+}
+
+/// Runs a search.
+pub fn search(index: &LogIndex, req: &SearchRequest) -> Result<SearchResponse, SearchError> {
+    let started = Instant::now();
+    let limit = req.limit.unwrap_or(100);
+    if limit > MAX_LIMIT {
+        return Err(SearchError::BadRequest(format!("limit must be at most {MAX_LIMIT}")));
+    }
+    let (query, stages) = build_query(index, req)?;
+    let searcher = index.reader.searcher();
+    if let Some(stage) = stages.first() {
+        if stages.len() > 1 {
+            return Err(SearchError::BadRequest("only one pipeline stage is supported".into()));
+        }
+        let total = searcher.search(&query, &Count)? as u64;
+        let (columns, rows) = aggregate::run_stage(index, &searcher, &*query, stage, total)?;
+        return Ok(SearchResponse {
+            total,
+            hits: Vec::new(),
+            columns: Some(columns),
+            rows: Some(rows),
+            took_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+    let order = if req.ascending { Order::Asc } else { Order::Desc };
+    // Events with the same ts are ordered by seq through a second sort key in the hits.
+    let top = TopDocs::with_limit(limit).order_by_fast_field::<DateTime>("ts", order);
+    let (docs, total) = searcher.search(&query, &(top, Count))?;
+    let mut hits = Vec::with_capacity(docs.len());
+    for (_, address) in docs {
+        hits.push(hit(index, &searcher, address)?);
+    }
+    let seq_of = |h: &BTreeMap<String, serde_json::Value>| h.get(keys::SEQ).and_then(|v| v.as_str()).and_then(|s| s.parse::<u64>().ok());
+    // Stable order within one timestamp: by seq, in the requested direction.
+    hits.sort_by(|a, b| {
+        let ta = a.get("_ts_nanos").and_then(|v| v.as_i64());
+        let tb = b.get("_ts_nanos").and_then(|v| v.as_i64());
+        let ord = ta.cmp(&tb).then(seq_of(a).cmp(&seq_of(b)));
+        if req.ascending { ord } else { ord.reverse() }
+    });
+    for h in &mut hits {
+        h.remove("_ts_nanos");
+    }
+    Ok(SearchResponse {
+        total: total as u64,
+        hits,
+        columns: None,
+        rows: None,
+        took_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Rebuilds one hit from its stored line.
+fn hit(
+    index: &LogIndex,
+    searcher: &Searcher,
+    address: DocAddress,
+) -> Result<BTreeMap<String, serde_json::Value>, SearchError> {
+    let doc: TantivyDocument = searcher.doc(address)?;
+    let schema = &index.schema;
+    let line = doc.get_first(schema.line).and_then(|v| v.as_str()).unwrap_or_default();
+    let (event, _) = read_line(line.as_bytes(), &ReadOptions { max_line_bytes: usize::MAX });
+    let mut out = BTreeMap::new();
+    for (k, v) in event.pairs() {
+        out.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    let ts = doc.get_first(schema.ts).and_then(|v| v.as_datetime());
+    if let Some(ts) = ts {
+        out.insert("_ts_nanos".into(), serde_json::Value::from(ts.into_timestamp_nanos()));
+        out.entry(keys::TS.to_string()).or_insert_with(|| date_text(ts));
+    }
+    if let Some(seq) = doc.get_first(schema.seq).and_then(|v| v.as_u64()) {
+        out.insert(keys::SEQ.into(), serde_json::Value::String(seq.to_string()));
+    }
+    if let Some(ingest) = doc.get_first(schema.ingest_ts).and_then(|v| v.as_datetime()) {
+        out.insert(keys::INGEST_TS.into(), date_text(ingest));
+    }
+    Ok(out)
+}
+
+fn date_text(ts: DateTime) -> serde_json::Value {
+    let nanos = i128::from(ts.into_timestamp_nanos());
+    let text = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .map(format_timestamp)
+        .unwrap_or_default();
+    serde_json::Value::String(text)
+}
+
+/// Counts per time bucket split by level, for `GET /api/v1/histogram`. `buckets` is the
+/// wanted number of buckets over the time range (default 60).
+pub fn histogram(
+    index: &LogIndex,
+    req: &SearchRequest,
+    buckets: Option<u32>,
+) -> Result<Histogram, SearchError> {
+    let (query, _) = build_query(index, req)?;
+    let now = OffsetDateTime::now_utc();
+    let from = match req.from.as_deref() {
+        Some(t) => parse_bound(t, now)?,
+        None => now - time::Duration::hours(1),
+    };
+    let to = match req.to.as_deref() {
+        Some(t) => parse_bound(t, now)?,
+        None => now,
+    };
+    let span_ms = u64::try_from((to - from).whole_milliseconds()).unwrap_or(0).max(1);
+    let interval_ms = (span_ms / u64::from(buckets.unwrap_or(60).clamp(1, 1000))).max(1);
+    aggregate::histogram(&index.reader.searcher(), &*query, interval_ms)
+}
+
+/// The keys the UI shows facets for.
+pub const FACET_FIELDS: [&str; 5] = ["level", "task", "host", "version", "kind"];
+
+/// Top values of the common fields, for `GET /api/v1/fields`.
+pub fn fields(
+    index: &LogIndex,
+    req: &SearchRequest,
+) -> Result<serde_json::Map<String, serde_json::Value>, SearchError> {
+    let (query, _) = build_query(index, req)?;
+    aggregate::facets(index, &index.reader.searcher(), &*query, &FACET_FIELDS, 10)
+}

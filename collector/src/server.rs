@@ -1,0 +1,81 @@
+//! Running the collector: open the audit log and index, start the writer and indexer
+//! threads, serve HTTP until `shutdown` resolves, then drain: stop accepting, finish
+//! in-flight requests, fsync and sign a final checkpoint, commit the index.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::audit::{AuditLog, AuditOptions, AuditWriter};
+use crate::config::CollectorConfig;
+use crate::error::Error;
+use crate::http::{AppState, Auth, Metrics, router};
+use crate::index::{Indexer, LogIndex};
+
+impl CollectorConfig {
+    /// The audit log options these settings ask for.
+    pub fn audit_options(&self) -> AuditOptions {
+        AuditOptions {
+            segment_max_bytes: self.audit.segment_bytes,
+            checkpoint_every_records: self.audit.checkpoint_records,
+            checkpoint_interval: self.audit.checkpoint_interval,
+        }
+    }
+}
+
+/// Binds the listen address, with an error that says what to do when it is taken.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
+}
+
+/// Runs the collector on an already bound listener until `shutdown` resolves.
+pub async fn run(
+    config: CollectorConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    config.validate()?;
+    let auth = Auth::from_config(&config)?;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| {
+        Error::Config(crate::error::ConfigError::Read { path: data_dir.clone(), source })
+    })?;
+    let options = config.audit_options();
+    let dir = data_dir.clone();
+    let log = tokio::task::spawn_blocking(move || AuditLog::open(&dir, options))
+        .await
+        .map_err(|e| Error::Serve(std::io::Error::other(e)))??;
+    tracing::info!(
+        next_seq = log.next_seq(),
+        public_key = %crate::http::hex_public_key(&log.public_key()),
+        "Audit log open; checkpoints are signed with this Ed25519 public key."
+    );
+    let writer = Arc::new(AuditWriter::spawn(log)?);
+    let index = LogIndex::open(&data_dir)?;
+    let indexer = Indexer::spawn(index.clone(), data_dir.clone(), writer.committed(), config.index.clone())?;
+    if auth.is_open() {
+        tracing::warn!(listen = %config.listen, "No tokens configured: the API is open to anyone who can reach this loopback address.");
+    }
+    let state = AppState {
+        config: Arc::new(config),
+        writer: writer.clone(),
+        index,
+        auth,
+        indexed: indexer.indexed(),
+        metrics: Arc::new(Metrics::default()),
+    };
+    let local = listener.local_addr().map_err(Error::Serve)?;
+    tracing::info!(listen = %local, "Collector listening.");
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    tracing::info!("Collector stopping: committing the audit log and index.");
+    let closed = writer.shutdown().await;
+    let indexed = tokio::task::spawn_blocking(move || indexer.shutdown())
+        .await
+        .map_err(|e| Error::Serve(std::io::Error::other(e)))?;
+    served.map_err(Error::Serve)?;
+    closed?;
+    indexed?;
+    Ok(())
+}

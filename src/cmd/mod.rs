@@ -1,0 +1,85 @@
+//! The command line: one clap enum of subcommands; each file turns its arguments into a
+//! library config and calls the library.
+
+mod audit;
+mod collector;
+mod search;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for "the command could not do its work".
+pub const EXIT_FAILURE: u8 = 2;
+/// Exit code for "the command ran and found a problem" (for example a tampered audit log).
+pub const EXIT_PROBLEM: u8 = 1;
+
+/// spoor: a logging pipeline for task code with a tamper-evident audit trail.
+#[derive(Debug, Parser)]
+#[command(name = "spoor", version, about, long_about = None)]
+pub struct Cli {
+    /// Log more about what spoor itself is doing (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector: ingest, audit log, index, search API.
+    Collector(collector::CollectorArgs),
+    /// Search the collector's index.
+    Search(search::SearchArgs),
+    /// Follow new matching lines as they are indexed.
+    Tail(search::TailArgs),
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+/// Sets up spoor's own diagnostics on stderr; `SPOOR_LOG` overrides the filter.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPOOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Runs the chosen subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Collector(args) => collector::run(args),
+        Command::Search(args) => search::run(args),
+        Command::Tail(args) => search::tail(args),
+        Command::Audit(cmd) => audit::run(cmd),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
