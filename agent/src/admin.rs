@@ -32,13 +32,20 @@ pub(crate) fn router(state: AdminState) -> Router {
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let stats = state.buffer.run(|b| b.stats()).await;
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(Some(&stats)),
     )
 }
 
 /// Serves until `shutdown` turns true.
-pub(crate) async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

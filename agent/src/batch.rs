@@ -147,15 +147,21 @@ impl Batcher {
         let data = std::mem::take(&mut s.batch);
         let events = std::mem::take(&mut s.events);
         let positions: Vec<FilePosition> = s.batch_positions.drain().map(|(_, p)| p).collect();
-        if let Some(id) = self.append(data, events as u64).await {
+        let appended = self.append(data, events as u64).await;
+        if let Some(id) = appended {
             self.state.last_id = id;
             inc(&self.metrics.batches_appended, 1);
             if self.state.dropped_unreported > 0 {
                 self.report_drops();
             }
         }
-        if !positions.is_empty() {
-            self.state.pending.push_back((self.state.last_id, positions));
+        // A batch lost to shutdown keeps its file positions unsaved, so a restart reads
+        // those lines again; a batch dropped by policy moves them on.
+        let lost_to_shutdown = appended.is_none() && *self.shutdown.borrow();
+        if !positions.is_empty() && !lost_to_shutdown {
+            self.state
+                .pending
+                .push_back((self.state.last_id, positions));
         }
         self.commit_positions().await
     }
@@ -183,7 +189,10 @@ impl Batcher {
                         FullPolicy::DropOldest => {
                             match self.buffer.run(|b| b.drop_oldest_unacked()).await {
                                 Ok(Some(_)) => continue,
-                                Ok(None) => return self.drop_batch(events, "buffer full and nothing to drop"),
+                                Ok(None) => {
+                                    return self
+                                        .drop_batch(events, "buffer full and nothing to drop");
+                                }
                                 Err(e) => {
                                     tracing::error!(error = %e, "Could not drop the oldest batches.");
                                     return self.drop_batch(events, "buffer full");
@@ -192,7 +201,11 @@ impl Batcher {
                         }
                         FullPolicy::Block => {
                             if !warned {
-                                tracing::warn!(used, max, "Disk buffer full; inputs wait until the collector catches up.");
+                                tracing::warn!(
+                                    used,
+                                    max,
+                                    "Disk buffer full; inputs wait until the collector catches up."
+                                );
                                 warned = true;
                             }
                             Duration::from_millis(100)
@@ -237,7 +250,8 @@ impl Batcher {
     /// Adds one event saying how many events were dropped to the (new) current batch.
     fn report_drops(&mut self) {
         let n = std::mem::take(&mut self.state.dropped_unreported);
-        let raw = format!("level=warn msg=\"spoor agent dropped events\" dropped_events={n} kind=log");
+        let raw =
+            format!("level=warn msg=\"spoor agent dropped events\" dropped_events={n} kind=log");
         let (line, _) = self.enricher.enrich(raw.as_bytes(), "agent");
         let s = &mut self.state;
         s.batch.extend_from_slice(line.as_bytes());

@@ -24,7 +24,9 @@ impl BufferHandle {
         let task = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock leaves the buffer consistent on disk (every
             // operation is crash-safe), so a poisoned lock is still usable.
-            let mut guard = inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut guard)
         });
         match task.await {

@@ -148,7 +148,9 @@ impl FromStr for ListenAddr {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(addr) = s.strip_prefix("tcp:") {
-            addr.parse().map(ListenAddr::Tcp).map_err(|_| BadListenAddr(s.to_string()))
+            addr.parse()
+                .map(ListenAddr::Tcp)
+                .map_err(|_| BadListenAddr(s.to_string()))
         } else if let Some(path) = s.strip_prefix("unix:").filter(|p| !p.is_empty()) {
             Ok(ListenAddr::Unix(PathBuf::from(path)))
         } else {
@@ -287,7 +289,10 @@ impl AgentConfig {
         match reqwest::Url::parse(&self.collector) {
             Ok(u) if matches!(u.scheme(), "http") => {}
             Ok(u) if u.scheme() == "https" => {
-                return invalid("collector", "https is not supported yet (no TLS in this build)");
+                return invalid(
+                    "collector",
+                    "https is not supported yet (no TLS in this build)",
+                );
             }
             _ => return invalid("collector", "expected a URL such as http://127.0.0.1:8740"),
         }
@@ -303,21 +308,29 @@ impl AgentConfig {
         if self.batch.max_bytes == 0 {
             return invalid("batch.max_bytes", "must be at least 1");
         }
-        if self.batch.max_bytes as u64 + self.max_line_bytes as u64 + 1024 > self.buffer.max_segment_bytes {
+        if self.batch.max_bytes as u64 + self.max_line_bytes as u64 + 1024
+            > self.buffer.max_segment_bytes
+        {
             return invalid(
                 "buffer.max_segment_bytes",
                 "must exceed batch.max_bytes + max_line_bytes with room for framing",
             );
         }
         if self.buffer.max_bytes < 2 * self.buffer.max_segment_bytes {
-            return invalid("buffer.max_bytes", "must be at least twice buffer.max_segment_bytes");
+            return invalid(
+                "buffer.max_bytes",
+                "must be at least twice buffer.max_segment_bytes",
+            );
         }
         if self.forward.max_in_flight == 0 {
             return invalid("forward.max_in_flight", "must be at least 1");
         }
         for pattern in &self.files {
             if let Err(message) = crate::inputs::file::GlobPattern::parse(pattern) {
-                return Err(ConfigError::Invalid { key: "files", message });
+                return Err(ConfigError::Invalid {
+                    key: "files",
+                    message,
+                });
             }
         }
         Ok(())
@@ -424,7 +437,10 @@ mod tests {
             "#,
         )
         .expect("parses");
-        assert_eq!(c.listen_addrs()[1], ListenAddr::Unix("/run/spoor.sock".into()));
+        assert_eq!(
+            c.listen_addrs()[1],
+            ListenAddr::Unix("/run/spoor.sock".into())
+        );
         assert_eq!(c.batch.max_wait, Duration::from_secs(1));
         assert_eq!(c.buffer.fsync_interval, Duration::ZERO);
         assert_eq!(c.buffer.when_full, FullPolicy::DropOldest);
@@ -465,7 +481,10 @@ mod tests {
         let t = c.resolve_token(None).expect("reads").expect("some");
         assert_eq!(t.expose(), "from-file");
         assert_eq!(format!("{t:?}"), "***");
-        let t = c.resolve_token(Some("env".into())).expect("ok").expect("some");
+        let t = c
+            .resolve_token(Some("env".into()))
+            .expect("ok")
+            .expect("some");
         assert_eq!(t.expose(), "env");
     }
 

@@ -32,7 +32,12 @@ impl Enricher {
         self.enrich_at(raw, source, OffsetDateTime::now_utc())
     }
 
-    pub(crate) fn enrich_at(&self, raw: &[u8], source: &str, received: OffsetDateTime) -> (String, LineFlags) {
+    pub(crate) fn enrich_at(
+        &self,
+        raw: &[u8],
+        source: &str,
+        received: OffsetDateTime,
+    ) -> (String, LineFlags) {
         let (mut event, flags) = read_line(raw, &self.options);
         event.set(keys::AGENT, self.agent_id.as_str());
         event.set(keys::SOURCE, source);
@@ -49,7 +54,7 @@ mod tests {
 
     #[track_caller]
     fn check(raw: &str, expected: &str) {
-        let e = Enricher::new("a1".into(), "web-1".into(), 32);
+        let e = Enricher::new("a1".into(), "web-1".into(), 200);
         let (line, _) = e.enrich_at(raw.as_bytes(), "tcp", datetime!(2026-01-02 03:04:05.5 UTC));
         assert_eq!(line, expected, "input {raw:?}");
     }

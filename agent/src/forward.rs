@@ -89,7 +89,8 @@ impl Compression {
         match self {
             Compression::Zstd => Ok((zstd::bulk::compress(data, 3)?, Some("zstd"))),
             Compression::Gzip => {
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 enc.write_all(data)?;
                 Ok((enc.finish()?, Some("gzip")))
             }
@@ -107,7 +108,13 @@ pub(crate) fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
 
 /// Reads `Retry-After` as seconds (HTTP dates are not read; backoff applies then).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(secs.min(3600)))
 }
 
@@ -128,9 +135,17 @@ pub(crate) struct Forwarder {
 }
 
 enum Outcome {
-    Acked { duplicate: bool },
-    Deadletter { status: u16, answer: String },
-    Retry { wait: Option<Duration>, reason: String },
+    Acked {
+        duplicate: bool,
+    },
+    Deadletter {
+        status: u16,
+        answer: String,
+    },
+    Retry {
+        wait: Option<Duration>,
+        reason: String,
+    },
 }
 
 impl Forwarder {
@@ -175,7 +190,10 @@ impl Forwarder {
         })
         .await;
         if drained.is_err() {
-            tracing::info!(in_flight = tasks.len(), "Stopped requests still in flight; they are resent after restart.");
+            tracing::info!(
+                in_flight = tasks.len(),
+                "Stopped requests still in flight; they are resent after restart."
+            );
             tasks.abort_all();
         }
     }
@@ -201,7 +219,10 @@ impl Forwarder {
                 Outcome::Acked { duplicate } => {
                     let events = batch.iter().filter(|&&b| b == b'\n').count() as u64;
                     let m = &self.metrics;
-                    inc(&m.forward_latency_micros_sum, started.elapsed().as_micros() as u64);
+                    inc(
+                        &m.forward_latency_micros_sum,
+                        started.elapsed().as_micros() as u64,
+                    );
                     inc(&m.forward_latency_count, 1);
                     inc(&m.batches_forwarded, 1);
                     inc(&m.events_forwarded, events);
@@ -230,7 +251,13 @@ impl Forwarder {
                         backoff(self.config.backoff_base, self.config.backoff_cap, attempt)
                     });
                     if attempt == 0 || attempt % 10 == 0 {
-                        tracing::warn!(key, attempt, wait_ms = wait.as_millis() as u64, reason, "Sending a batch failed; retrying.");
+                        tracing::warn!(
+                            key,
+                            attempt,
+                            wait_ms = wait.as_millis() as u64,
+                            reason,
+                            "Sending a batch failed; retrying."
+                        );
                     }
                     attempt = attempt.saturating_add(1);
                     tokio::select! {
@@ -281,7 +308,10 @@ impl Forwarder {
                 reason: format!("status {code}"),
             }
         } else if status.is_client_error() && code != 408 {
-            Outcome::Deadletter { status: code, answer }
+            Outcome::Deadletter {
+                status: code,
+                answer,
+            }
         } else {
             Outcome::Retry {
                 wait: None,
@@ -354,7 +384,8 @@ mod tests {
         let (g, enc) = Compression::Gzip.compress(&data).expect("gzip");
         assert_eq!(enc, Some("gzip"));
         let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&g[..]), &mut out).expect("gunzip");
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&g[..]), &mut out)
+            .expect("gunzip");
         assert_eq!(out, data);
     }
 }

@@ -36,7 +36,10 @@ pub(crate) fn load_or_create_agent_id(data_dir: &Path) -> Result<String, AgentEr
 }
 
 fn is_valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// 16 random bytes as 32 hex digits, from the kernel's random source (with a weaker

@@ -7,7 +7,7 @@
 //! inputs (socket, file) → enrich → batch → disk buffer → forward → collector
 //! ```
 //!
-//! - [`inputs`]: lines over TCP/Unix sockets and tailed files (read positions persisted
+//! - `inputs`: lines over TCP/Unix sockets and tailed files (read positions persisted
 //!   only once the lines are durable in the buffer).
 //! - `enrich`: the lenient decoder, then `agent`, `source`, `host`, `ts`.
 //! - `batch`: groups lines into buffer records; applies the full-buffer policy.
@@ -39,7 +39,7 @@ mod enrich;
 mod error;
 mod forward;
 mod identity;
-pub mod inputs;
+mod inputs;
 mod metrics;
 
 use std::future::Future;
@@ -49,11 +49,11 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
+pub use batch::BatchConfig;
 pub use config::{AgentConfig, BufferSettings, ConfigError, FullPolicy, ListenAddr, Secret};
 pub use error::AgentError;
 pub use forward::{Compression, DEADLETTER_DIR, ForwardConfig};
 pub use identity::AGENT_ID_FILE;
-pub use batch::BatchConfig;
 
 use batch::{BatchState, Batcher};
 use buffer::DiskBuffer;
@@ -72,7 +72,10 @@ const CHANNEL_CAPACITY: usize = 4096;
 /// writes the last batch and fsyncs the buffer and read positions, requests in flight get
 /// `forward.shutdown_grace` to finish. Unacknowledged batches stay in the buffer and are
 /// sent on the next start.
-pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     config.validate()?;
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| AgentError::Io {
@@ -97,7 +100,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     let resume = positions.snapshot();
     let positions = Arc::new(Mutex::new(positions));
     let metrics = Arc::new(Metrics::default());
-    let enricher = Arc::new(Enricher::new(agent_id.clone(), identity::host_name(), config.max_line_bytes));
+    let enricher = Arc::new(Enricher::new(
+        agent_id.clone(),
+        identity::host_name(),
+        config.max_line_bytes,
+    ));
     tracing::info!(agent_id, data_dir = %data_dir.display(), collector = %config.collector, "Agent starting.");
 
     // Bind everything first so a taken port fails the start, not a background task.
@@ -132,7 +139,11 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         connections: Arc::new(Semaphore::new(config.max_connections)),
     };
     for listener in listeners {
-        input_tasks.spawn(socket::serve(listener, socket_ctx.clone(), inputs_stop_rx.clone()));
+        input_tasks.spawn(socket::serve(
+            listener,
+            socket_ctx.clone(),
+            inputs_stop_rx.clone(),
+        ));
     }
     drop(socket_ctx);
     let file_stop = Arc::new(AtomicBool::new(false));
@@ -142,7 +153,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         let patterns = config
             .files
             .iter()
-            .map(|p| GlobPattern::parse(p).map_err(|message| ConfigError::Invalid { key: "files", message }))
+            .map(|p| {
+                GlobPattern::parse(p).map_err(|message| ConfigError::Invalid {
+                    key: "files",
+                    message,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let input = FileInput {
             patterns,

@@ -83,12 +83,27 @@ impl Metrics {
         let per_input = |f: fn(&InputCounters) -> &AtomicU64| -> Vec<(String, f64)> {
             InputKind::ALL
                 .iter()
-                .map(|k| (format!("{{input=\"{}\"}}", k.as_str()), get(f(self.input(*k))) as f64))
+                .map(|k| {
+                    (
+                        format!("{{input=\"{}\"}}", k.as_str()),
+                        get(f(self.input(*k))) as f64,
+                    )
+                })
                 .collect()
         };
         let one = |c: &AtomicU64| vec![(String::new(), get(c) as f64)];
-        family("input_events_total", "counter", "Lines received per input.", &per_input(|c| &c.events));
-        family("input_bytes_total", "counter", "Bytes of lines received per input.", &per_input(|c| &c.bytes));
+        family(
+            "input_events_total",
+            "counter",
+            "Lines received per input.",
+            &per_input(|c| &c.events),
+        );
+        family(
+            "input_bytes_total",
+            "counter",
+            "Bytes of lines received per input.",
+            &per_input(|c| &c.bytes),
+        );
         family(
             "input_truncated_lines_total",
             "counter",
@@ -107,26 +122,66 @@ impl Metrics {
             "Socket connections refused at max_connections.",
             &one(&self.connections_rejected),
         );
-        family("batches_appended_total", "counter", "Batches written to the disk buffer.", &one(&self.batches_appended));
-        family("forwarded_events_total", "counter", "Events acknowledged by the collector.", &one(&self.events_forwarded));
+        family(
+            "batches_appended_total",
+            "counter",
+            "Batches written to the disk buffer.",
+            &one(&self.batches_appended),
+        );
+        family(
+            "forwarded_events_total",
+            "counter",
+            "Events acknowledged by the collector.",
+            &one(&self.events_forwarded),
+        );
         family(
             "forwarded_bytes_total",
             "counter",
             "Uncompressed bytes acknowledged by the collector.",
             &one(&self.bytes_forwarded),
         );
-        family("forwarded_batches_total", "counter", "Batches acknowledged by the collector.", &one(&self.batches_forwarded));
+        family(
+            "forwarded_batches_total",
+            "counter",
+            "Batches acknowledged by the collector.",
+            &one(&self.batches_forwarded),
+        );
         family(
             "duplicate_batches_total",
             "counter",
             "Batches the collector already had (acknowledged as duplicates).",
             &one(&self.duplicates),
         );
-        family("forward_retries_total", "counter", "Failed sends that were retried.", &one(&self.retries));
-        family("dropped_events_total", "counter", "Events dropped by the full-buffer policy.", &one(&self.events_dropped));
-        family("buffer_full_total", "counter", "Appends refused because the buffer was full.", &one(&self.buffer_full));
-        family("disk_full_total", "counter", "Appends refused because the disk was full.", &one(&self.disk_full));
-        family("buffer_errors_total", "counter", "Other disk buffer errors.", &one(&self.buffer_errors));
+        family(
+            "forward_retries_total",
+            "counter",
+            "Failed sends that were retried.",
+            &one(&self.retries),
+        );
+        family(
+            "dropped_events_total",
+            "counter",
+            "Events dropped by the full-buffer policy.",
+            &one(&self.events_dropped),
+        );
+        family(
+            "buffer_full_total",
+            "counter",
+            "Appends refused because the buffer was full.",
+            &one(&self.buffer_full),
+        );
+        family(
+            "disk_full_total",
+            "counter",
+            "Appends refused because the disk was full.",
+            &one(&self.disk_full),
+        );
+        family(
+            "buffer_errors_total",
+            "counter",
+            "Other disk buffer errors.",
+            &one(&self.buffer_errors),
+        );
         family(
             "deadlettered_batches_total",
             "counter",
@@ -137,7 +192,10 @@ impl Metrics {
             "forward_latency_seconds_sum",
             "counter",
             "Total time of successful ingest requests.",
-            &[(String::new(), get(&self.forward_latency_micros_sum) as f64 / 1e6)],
+            &[(
+                String::new(),
+                get(&self.forward_latency_micros_sum) as f64 / 1e6,
+            )],
         );
         family(
             "forward_latency_seconds_count",
@@ -150,8 +208,18 @@ impl Metrics {
                 .oldest_unacked
                 .and_then(|t| t.elapsed().ok())
                 .map_or(0.0, |d| d.as_secs_f64());
-            family("buffer_bytes", "gauge", "Bytes of the disk buffer's segment files.", &[(String::new(), s.bytes as f64)]);
-            family("buffer_segments", "gauge", "Segment files of the disk buffer.", &[(String::new(), s.segments as f64)]);
+            family(
+                "buffer_bytes",
+                "gauge",
+                "Bytes of the disk buffer's segment files.",
+                &[(String::new(), s.bytes as f64)],
+            );
+            family(
+                "buffer_segments",
+                "gauge",
+                "Segment files of the disk buffer.",
+                &[(String::new(), s.segments as f64)],
+            );
             family(
                 "buffer_unacked_records",
                 "gauge",
@@ -185,8 +253,14 @@ mod tests {
         inc(&m.input(InputKind::Tcp).events, 3);
         inc(&m.retries, 1);
         let text = m.render(None);
-        assert!(text.contains("spoor_agent_input_events_total{input=\"tcp\"} 3\n"), "{text}");
-        assert!(text.contains("spoor_agent_forward_retries_total 1\n"), "{text}");
+        assert!(
+            text.contains("spoor_agent_input_events_total{input=\"tcp\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spoor_agent_forward_retries_total 1\n"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE spoor_agent_dropped_events_total counter\n"));
     }
 }

@@ -50,10 +50,18 @@ impl GlobPattern {
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| format!("`{pattern}` has no file name"))?;
-        let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         if dir.to_string_lossy().contains(['*', '?', '[']) {
-            return Err(format!("`{pattern}`: wildcards are only supported in the file name"));
+            return Err(format!(
+                "`{pattern}`: wildcards are only supported in the file name"
+            ));
         }
         Ok(GlobPattern {
             dir,
@@ -180,7 +188,9 @@ impl FileInput {
                     tracing::info!(path = %path.display(), offset = t.offset, "Tailing a file.");
                     tailers.insert(t.key, t);
                 }
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, key = ?key, "Cannot open a file to tail."),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, key = ?key, "Cannot open a file to tail.")
+                }
             }
         }
     }
@@ -241,16 +251,16 @@ impl FileInput {
             };
             let base = t.offset;
             let mut last_end = None;
-            let first_new = out.len();
             t.splitter.feed(&buf[..n], |raw, end| {
                 out.push(self.line(raw, &t.source));
                 last_end = Some(base + end as u64);
             });
             t.offset += n as u64;
             total += n;
-            if let (Some(end), Some(last)) = (last_end, out.last_mut()) {
-                if out.len() > first_new {
-                    last.position = Some(position(t, end));
+            if let Some(end) = last_end {
+                let p = position(t, end);
+                if let Some(last) = out.last_mut() {
+                    last.position = Some(p);
                 }
             }
         }
@@ -263,7 +273,10 @@ impl FileInput {
                 out.push(line);
             }
         }
-        inc(&self.metrics.input(InputKind::File).discarded_bytes, t.splitter.take_discarded());
+        inc(
+            &self.metrics.input(InputKind::File).discarded_bytes,
+            t.splitter.take_discarded(),
+        );
         for line in out {
             self.tx.blocking_send(line).map_err(|_| Closed)?;
         }
@@ -280,7 +293,6 @@ impl FileInput {
         }
         InputLine {
             line,
-            input: InputKind::File,
             position: None,
         }
     }
@@ -311,7 +323,11 @@ mod tests {
     #[track_caller]
     fn check(pattern: &str, name: &str, expected: bool) {
         let p = GlobPattern::parse(pattern).expect("valid pattern");
-        assert_eq!(p.matches_name(name.as_bytes()), expected, "{pattern} vs {name}");
+        assert_eq!(
+            p.matches_name(name.as_bytes()),
+            expected,
+            "{pattern} vs {name}"
+        );
     }
 
     #[test]
@@ -323,6 +339,9 @@ mod tests {
         check("/var/log/a?c", "ac", false);
         check("x*y*z", "xaaybbz", true);
         assert!(GlobPattern::parse("/var/*/x.log").is_err());
-        assert_eq!(GlobPattern::parse("x.log").expect("ok").dir, PathBuf::from("."));
+        assert_eq!(
+            GlobPattern::parse("x.log").expect("ok").dir,
+            PathBuf::from(".")
+        );
     }
 }

@@ -95,7 +95,10 @@ impl LineSplitter {
 mod tests {
     use super::*;
 
-    fn split(max: usize, chunks: &[&[u8]]) -> (Vec<(Vec<u8>, usize)>, u64, Option<Vec<u8>>) {
+    /// Lines with their end offsets, bytes discarded, and the unfinished rest.
+    type Split = (Vec<(Vec<u8>, usize)>, u64, Option<Vec<u8>>);
+
+    fn split(max: usize, chunks: &[&[u8]]) -> Split {
         let mut s = LineSplitter::new(max);
         let mut out = Vec::new();
         let mut base = 0;
@@ -112,7 +115,11 @@ mod tests {
         let (lines, discarded, rest) = split(100, &[b"ab\ncd", b"e\r\n", b"\nf"]);
         assert_eq!(
             lines,
-            vec![(b"ab".to_vec(), 3), (b"cde\r".to_vec(), 8), (b"".to_vec(), 9)]
+            vec![
+                (b"ab".to_vec(), 3),
+                (b"cde\r".to_vec(), 8),
+                (b"".to_vec(), 9)
+            ]
         );
         assert_eq!(discarded, 0);
         assert_eq!(rest, Some(b"f".to_vec()));

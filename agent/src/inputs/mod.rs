@@ -15,7 +15,6 @@ pub(crate) mod lines;
 pub(crate) mod positions;
 pub(crate) mod socket;
 
-use crate::metrics::InputKind;
 use positions::FilePosition;
 
 /// One enriched line on its way to the batcher.
@@ -23,7 +22,6 @@ use positions::FilePosition;
 pub(crate) struct InputLine {
     /// The encoded event, without newline.
     pub(crate) line: String,
-    pub(crate) input: InputKind,
     /// For file lines: where reading resumes once this line is durable in the buffer.
     pub(crate) position: Option<FilePosition>,
 }

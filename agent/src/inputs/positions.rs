@@ -88,10 +88,11 @@ impl Positions {
         let path = data_dir.join(POSITIONS_FILE);
         let files = match std::fs::read(&path) {
             Ok(bytes) => {
-                let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| AgentError::Io {
-                    path: path.clone(),
-                    source: std::io::Error::other(e),
-                })?;
+                let stored: Stored =
+                    serde_json::from_slice(&bytes).map_err(|e| AgentError::Io {
+                        path: path.clone(),
+                        source: std::io::Error::other(e),
+                    })?;
                 stored.files.into_iter().map(|p| (p.key, p)).collect()
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
@@ -106,7 +107,10 @@ impl Positions {
     }
 
     /// Records newer positions (each must already be durable in the buffer) and persists.
-    pub(crate) fn commit(&mut self, updates: impl IntoIterator<Item = FilePosition>) -> Result<(), AgentError> {
+    pub(crate) fn commit(
+        &mut self,
+        updates: impl IntoIterator<Item = FilePosition>,
+    ) -> Result<(), AgentError> {
         let mut changed = false;
         for p in updates {
             if self.files.get(&p.key) != Some(&p) {
@@ -133,7 +137,9 @@ impl Positions {
 
 /// Whether `file` is the file `pos` describes and can resume at `pos.offset`.
 pub(crate) fn resumable(file: &File, len: u64, pos: &FilePosition) -> bool {
-    len >= pos.offset && (pos.fp_len == 0 || matches!(fingerprint(file, pos.fp_len), Ok(Some(crc)) if crc == pos.fp_crc))
+    len >= pos.offset
+        && (pos.fp_len == 0
+            || matches!(fingerprint(file, pos.fp_len), Ok(Some(crc)) if crc == pos.fp_crc))
 }
 
 #[cfg(test)]

@@ -57,13 +57,20 @@ pub(crate) async fn bind(addr: &ListenAddr) -> Result<Listener, AgentError> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(bind_err)?;
             }
-            Ok(Listener::Unix(UnixListener::bind(path).map_err(bind_err)?, path.clone()))
+            Ok(Listener::Unix(
+                UnixListener::bind(path).map_err(bind_err)?,
+                path.clone(),
+            ))
         }
     }
 }
 
 /// Accepts connections until `shutdown` turns true, then waits for its connection tasks.
-pub(crate) async fn serve(listener: Listener, ctx: SocketContext, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: Listener,
+    ctx: SocketContext,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -81,7 +88,10 @@ pub(crate) async fn serve(listener: Listener, ctx: SocketContext, mut shutdown: 
         };
         let Ok(permit) = ctx.connections.clone().try_acquire_owned() else {
             inc(&ctx.metrics.connections_rejected, 1);
-            tracing::warn!(input = kind.as_str(), "Connection limit reached; refused a connection.");
+            tracing::warn!(
+                input = kind.as_str(),
+                "Connection limit reached; refused a connection."
+            );
             continue;
         };
         let ctx = ctx.clone();
@@ -143,7 +153,6 @@ async fn handle<S: AsyncRead + Unpin>(
             }
             out.push(InputLine {
                 line,
-                input: kind,
                 position: None,
             });
         };

@@ -55,6 +55,11 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     counter("spoor_audit_groups_total", "Group commits of the audit log.", w.groups);
     let _ = writeln!(
         out,
+        "# HELP spoor_audit_next_seq Seq below which the audit log is durable.\n# TYPE spoor_audit_next_seq gauge\nspoor_audit_next_seq {}",
+        *state.writer.committed().borrow()
+    );
+    let _ = writeln!(
+        out,
         "# HELP spoor_index_next_seq Seq below which everything is searchable.\n# TYPE spoor_index_next_seq gauge\nspoor_index_next_seq {}",
         *state.indexed.borrow()
     );

@@ -13,7 +13,7 @@ use super::SearchError;
 use crate::index::LogIndex;
 
 /// Most distinct values a `count by` or facet returns.
-const MAX_GROUPS: u32 = 1000;
+const MAX_GROUPS: u32 = 10_000;
 
 /// The fast-field name for a key: its own column for reserved exact keys, else a path in
 /// the `fields` JSON column.

@@ -151,6 +151,16 @@ pub fn search(index: &LogIndex, req: &SearchRequest) -> Result<SearchResponse, S
             took_ms: started.elapsed().as_millis() as u64,
         });
     }
+    if limit == 0 {
+        let total = searcher.search(&query, &Count)? as u64;
+        return Ok(SearchResponse {
+            total,
+            hits: Vec::new(),
+            columns: None,
+            rows: None,
+            took_ms: started.elapsed().as_millis() as u64,
+        });
+    }
     let order = if req.ascending { Order::Asc } else { Order::Desc };
     // Events with the same ts are ordered by seq through a second sort key in the hits.
     let top = TopDocs::with_limit(limit).order_by_fast_field::<DateTime>("ts", order);

@@ -1,0 +1,217 @@
+//! The one harness every end-to-end test uses: start the real `spoor` binary with a temp
+//! data directory and a free port, wait for `/healthz` with a deadline, keep stderr for
+//! failure messages, and kill the child on drop.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of the binary under test.
+pub fn spoor_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_spoor")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The corpus shipped beside the repository.
+pub fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/loghub")
+}
+
+/// Polls `check` until it returns `Some` or `deadline` passes.
+#[track_caller]
+pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `spoor collector`.
+pub struct Collector {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    http: reqwest::blocking::Client,
+}
+
+impl Collector {
+    /// Starts a collector on a fresh data directory.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut c = Self { dir, port: free_port(), child: None, http: reqwest::blocking::Client::new() };
+        c.spawn();
+        c
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("collector")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("collector.log")).expect("log file");
+        let child = Command::new(spoor_bin())
+            .args(["collector", "--data-dir"])
+            .arg(self.data_dir())
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("SPOOR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start spoor collector");
+        self.child = Some(child);
+        let url = format!("{}/healthz", self.url());
+        let http = self.http.clone();
+        let start = Instant::now();
+        loop {
+            if http.get(&url).send().is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("collector exited with {status}:\n{}", self.log());
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "collector did not start:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the collector wrote to stderr so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("collector.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let status = c.wait().expect("wait for collector");
+            assert!(status.success(), "collector exited with {status}:\n{}", self.log());
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// POSTs a batch; returns the status and JSON body.
+    pub fn ingest(&self, body: &[u8], key: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}/api/v1/ingest", self.url())).body(body.to_vec());
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let resp = req.send().expect("ingest request");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    /// GET an API path with query parameters; returns the status and JSON body.
+    pub fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url()))
+            .query(params)
+            .send()
+            .expect("API request");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    /// The search `total` for a query (asserting success).
+    #[track_caller]
+    pub fn count(&self, q: &str) -> u64 {
+        let (status, body) = self.get("/api/v1/search", &[("q", q), ("limit", "0")]);
+        assert_eq!(status, 200, "search {q:?}: {body}");
+        body["total"].as_u64().expect("total")
+    }
+
+    /// Waits until everything appended so far is searchable.
+    pub fn wait_indexed(&self, expected_total: u64) {
+        wait_for(&format!("{expected_total} lines searchable"), Duration::from_secs(30), || {
+            (self.count("") == expected_total).then_some(())
+        });
+    }
+
+    /// A gauge from `/metrics`.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let text = self.http.get(format!("{}/metrics", self.url())).send().ok()?.text().ok()?;
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Waits until the index has caught up with everything durable in the audit log.
+    pub fn wait_caught_up(&self) {
+        wait_for("the index to catch up with the audit log", Duration::from_secs(60), || {
+            let log = self.metric("spoor_audit_next_seq")?;
+            let index = self.metric("spoor_index_next_seq")?;
+            (log == index).then_some(())
+        });
+    }
+
+    /// Runs `spoor` with arguments and returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        run_cli(args, &[("SPOOR_COLLECTOR", &self.url())])
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `spoor` with arguments and environment; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(spoor_bin()).args(args).envs(env.iter().copied()).output().expect("run spoor");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// All files of `dir` with their bytes (for checking what is on disk).
+pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((p, bytes));
+            }
+        }
+    }
+    out
+}

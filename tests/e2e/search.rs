@@ -1,0 +1,148 @@
+//! Search over the real corpus and generated logfmt events, checked against counts the test
+//! computes itself with the documented tokenization rule.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{Collector, corpus_dir, wait_for};
+
+/// DESIGN.md's rule, written independently of the product: split on every
+/// non-alphanumeric character, lowercase.
+fn tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
+}
+
+fn contains_phrase(haystack: &[String], phrase: &[String]) -> bool {
+    !phrase.is_empty() && haystack.windows(phrase.len()).any(|w| w == phrase)
+}
+
+struct Sent {
+    /// (msg, raw line, level, task, latency_ms)
+    lines: Vec<(String, String, Option<String>, Option<String>, Option<u64>)>,
+}
+
+fn load(c: &Collector) -> Sent {
+    let mut sent = Sent { lines: Vec::new() };
+    let mut files: Vec<_> = std::fs::read_dir(corpus_dir()).expect("corpus").flatten().map(|e| e.path()).collect();
+    files.retain(|p| p.extension().is_some_and(|x| x == "log"));
+    files.sort();
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("corpus file");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        for (n, chunk) in lines.chunks(500).enumerate() {
+            let body = chunk.join("\n");
+            let key = format!("{}-{n}", path.display());
+            assert_eq!(c.ingest(body.as_bytes(), Some(&key)).0, 200);
+            for l in chunk {
+                let l = l.strip_suffix('\r').unwrap_or(l);
+                sent.lines.push((l.to_string(), l.to_string(), None, None, None));
+            }
+        }
+    }
+    let levels = ["info", "warn", "error", "debug"];
+    let tasks = ["charge", "parse_email", "send_receipt"];
+    let mut body = String::new();
+    for i in 0..2000u64 {
+        let level = levels[(i % 4) as usize];
+        let task = tasks[(i % 3) as usize];
+        let latency = i * 7 % 1000;
+        let msg = if i % 5 == 0 { "Charge failed: card declined" } else { "charge ok" };
+        let line = format!(
+            "ts=2026-11-30T03:21:03.{i:09}Z level={level} msg=\"{msg}\" task={task} task_id=dl-bar-{i:03} latency_ms={latency}"
+        );
+        body.push_str(&line);
+        body.push('\n');
+        sent.lines.push((msg.to_string(), line, Some(level.into()), Some(task.into()), Some(latency)));
+    }
+    assert_eq!(c.ingest(body.as_bytes(), Some("generated")).0, 200);
+    sent
+}
+
+#[test]
+fn counts_match_an_independent_count() {
+    let c = Collector::start();
+    let sent = load(&c);
+    c.wait_indexed(sent.lines.len() as u64);
+    assert_eq!(c.count(""), sent.lines.len() as u64, "total documents equal lines sent");
+
+    let term = |t: &str| {
+        let want = tokens(t);
+        sent.lines.iter().filter(|(m, l, ..)| contains_phrase(&tokens(m), &want) || contains_phrase(&tokens(l), &want)).count() as u64
+    };
+    for q in ["failed", "Failed", "password", "error", "blk", "declined", "root", "connection"] {
+        assert_eq!(c.count(q), term(q), "term {q}");
+    }
+    for p in ["Failed password", "authentication failure", "card declined", "Invalid user"] {
+        assert_eq!(c.count(&format!("\"{p}\"")), term(p), "phrase {p}");
+    }
+    let field = |f: &dyn Fn(&(String, String, Option<String>, Option<String>, Option<u64>)) -> bool| {
+        sent.lines.iter().filter(|l| f(l)).count() as u64
+    };
+    assert_eq!(c.count("level:error"), field(&|l| l.2.as_deref() == Some("error")));
+    assert_eq!(c.count("level:>=warn"), field(&|l| matches!(l.2.as_deref(), Some("warn" | "error"))));
+    assert_eq!(c.count("task:charge"), field(&|l| l.3.as_deref() == Some("charge")));
+    assert_eq!(c.count("task:charge level:error"), field(&|l| l.3.as_deref() == Some("charge") && l.2.as_deref() == Some("error")));
+    assert_eq!(c.count("latency_ms:>500"), field(&|l| l.4.is_some_and(|v| v > 500)));
+    assert_eq!(c.count("latency_ms:[100 TO 200]"), field(&|l| l.4.is_some_and(|v| (100..=200).contains(&v))));
+    assert_eq!(c.count("task_id:dl-bar-001"), 1);
+    assert_eq!(c.count("task_id:dl-bar-01*"), 10);
+    assert_eq!(c.count("_exists_:latency_ms"), 2000);
+    assert_eq!(c.count("-level:info task:charge"), field(&|l| l.3.as_deref() == Some("charge") && l.2.as_deref() != Some("info")));
+    assert_eq!(c.count("(task:charge OR task:parse_email) declined"), field(&|l| matches!(l.3.as_deref(), Some("charge" | "parse_email")) && l.0.contains("declined")));
+
+    let (status, body) = c.get("/api/v1/search", &[("q", "level:error | count by task"), ("limit", "0")]);
+    assert_eq!(status, 200, "{body}");
+    let rows = body["rows"].as_array().expect("rows");
+    let total: u64 = rows.iter().map(|r| r[1].as_u64().unwrap_or(0)).sum();
+    assert_eq!(total, c.count("level:error"));
+    assert_eq!(body["columns"], serde_json::json!(["task", "count"]));
+
+    let (status, body) = c.get("/api/v1/search", &[("q", "task:charge"), ("limit", "3")]);
+    assert_eq!(status, 200);
+    let hits = body["hits"].as_array().expect("hits");
+    assert_eq!(hits.len(), 3);
+    assert!(hits[0]["ts"].as_str() >= hits[1]["ts"].as_str(), "newest first");
+    assert!(hits[0]["seq"].is_string() && hits[0]["ingest_ts"].is_string(), "{}", hits[0]);
+    assert_eq!(hits[0]["task"], "charge");
+
+    let (status, body) = c.get("/api/v1/search", &[("q", "level:error AND (")]);
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().is_some() && body["position"].is_u64(), "{body}");
+    let (code, _, err) = c.cli(&["search", "level:error AND ("]);
+    assert_ne!(code, 0);
+    assert!(err.contains('^'), "the CLI draws a caret under the position:\n{err}");
+
+    let (code, out, err) = c.cli(&["search", "task_id:dl-bar-007"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ts=2026-11-30T03:21:03.000000007Z level=debug msg=\"charge ok\" task=parse_email task_id=dl-bar-007"), "{out}");
+
+    // The collector's own records of these searches are there, but only when asked for.
+    assert!(c.count("kind:audit action:search") > 0);
+}
+
+#[test]
+fn a_line_is_searchable_within_a_second_or_so() {
+    let c = Collector::start();
+    let started = Instant::now();
+    assert_eq!(c.ingest(b"level=info msg=\"fresh line\" marker=fresh-1\n", Some("fresh")).0, 200);
+    wait_for("the fresh line", Duration::from_secs(10), || (c.count("marker:fresh-1") == 1).then_some(()));
+    eprintln!("searchable after {:?}", started.elapsed());
+}
+
+#[test]
+fn index_survives_kill9_and_reindex_gives_the_same_counts() {
+    let mut c = Collector::start();
+    let sent = load(&c);
+    c.kill9();
+    c.restart();
+    c.wait_caught_up();
+    let n = sent.lines.len() as u64;
+    assert_eq!(c.count(""), n);
+    let errors = c.count("level:error");
+    c.stop();
+    let (code, _, err) = crate::harness::run_cli(&["collector", "reindex", "--data-dir", &c.data_dir().to_string_lossy()], &[]);
+    assert_eq!(code, 0, "{err}");
+    c.restart();
+    c.wait_caught_up();
+    assert_eq!(c.count(""), n);
+    assert_eq!(c.count("level:error"), errors);
+}
