@@ -33,6 +33,7 @@
 mod admin;
 mod batch;
 pub mod buffer;
+pub mod cli;
 mod buffer_handle;
 pub mod config;
 mod enrich;

@@ -1,6 +1,7 @@
 //! The command line: one clap enum of subcommands; each file turns its arguments into a
 //! library config and calls the library.
 
+mod agent;
 mod audit;
 mod collector;
 mod search;
@@ -29,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the collector: ingest, audit log, index, search API.
     Collector(collector::CollectorArgs),
+    /// Run the agent: receive and tail logs, buffer them on disk, forward them.
+    Agent(agent::AgentArgs),
     /// Search the collector's index.
     Search(search::SearchArgs),
     /// Follow new matching lines as they are indexed.
@@ -59,6 +62,7 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Collector(args) => collector::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Search(args) => search::run(args),
         Command::Tail(args) => search::tail(args),
         Command::Audit(cmd) => audit::run(cmd),
@@ -67,24 +71,5 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
+    spoor_agent::cli::shutdown_signal().await;
 }

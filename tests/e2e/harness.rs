@@ -215,3 +215,100 @@ pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out
 }
+
+/// A running `spoor agent` forwarding to a collector.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub tcp_port: u16,
+    pub admin_port: u16,
+    collector_url: String,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts an agent forwarding to `collector`, with extra flags (e.g. `--file GLOB`).
+    pub fn start(collector: &Collector, extra: &[&str]) -> Self {
+        let mut a = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            tcp_port: free_port(),
+            admin_port: free_port(),
+            collector_url: collector.url(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        a.spawn();
+        a
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("agent.sock")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .expect("log file");
+        let child = Command::new(spoor_bin())
+            .arg("agent")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--collector", &self.collector_url])
+            .args(["--listen", &format!("tcp:127.0.0.1:{}", self.tcp_port)])
+            .arg("--listen")
+            .arg(format!("unix:{}", self.socket_path().display()))
+            .args(["--admin", &format!("127.0.0.1:{}", self.admin_port)])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start spoor agent");
+        self.child = Some(child);
+        let url = format!("http://127.0.0.1:{}/healthz", self.admin_port);
+        let start = Instant::now();
+        loop {
+            if reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("agent exited with {status}:\n{}", self.log());
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "agent did not start:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Sends lines over the agent's TCP input and closes the connection.
+    pub fn send_tcp(&self, text: &[u8]) {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.tcp_port)).expect("connect to the agent");
+        std::io::Write::write_all(&mut s, text).expect("send lines");
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

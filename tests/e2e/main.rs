@@ -8,4 +8,5 @@ mod harness;
 
 mod cli;
 mod collector;
+mod pipeline;
 mod search;

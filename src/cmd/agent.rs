@@ -1,0 +1,18 @@
+//! `spoor agent`: the agent's flags (shared with the slim `spoor-agent` binary), then
+//! `spoor_agent::run`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+pub use spoor_agent::cli::AgentArgs;
+
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let config = spoor_agent::cli::load(&args)?;
+    if args.check_config {
+        println!("configuration is valid");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(spoor_agent::run(config, super::shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
