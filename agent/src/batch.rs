@@ -8,9 +8,13 @@
 //! `{agent_id}-{record_id}`, the same across retries and restarts.
 //!
 //! Invariants:
-//! - A file position is persisted only once the record holding the line before it is
+//! - A batch with file lines is written with a header of the file positions it reached
+//!   ([`encode_header`]), so lines and positions are durable together; see
+//!   [`crate::inputs::positions`] for how a restart recovers them.
+//! - The `positions.json` checkpoint is written only once the records it covers are
 //!   fsynced (`record_id <= durable_id`); positions of a dropped batch wait for the record
-//!   appended before it.
+//!   appended before it. Until the checkpoint covers a record with positions, the buffer
+//!   keeps its segment ([`DiskBuffer::keep_from`](crate::buffer::DiskBuffer::keep_from)).
 //! - When the buffer is full the [`FullPolicy`] decides: `block` stops reading from the
 //!   channel (so inputs stop) and retries every 100 ms, `drop_newest` drops the batch,
 //!   `drop_oldest` drops the oldest unacknowledged segment and retries. A full disk is
@@ -33,7 +37,7 @@ use crate::config::{FullPolicy, duration};
 use crate::enrich::Enricher;
 use crate::error::AgentError;
 use crate::inputs::InputLine;
-use crate::inputs::positions::{FileKey, FilePosition, Positions};
+use crate::inputs::positions::{FileKey, FilePosition, Positions, encode_header};
 use crate::metrics::{Metrics, inc};
 
 /// When a batch is cut.
@@ -88,6 +92,8 @@ pub(crate) struct BatchState {
     durable_id: u64,
     sync_deadline: Option<Instant>,
     dropped_unreported: u64,
+    /// The keep mark last given to the buffer.
+    kept_from: Option<u64>,
 }
 
 impl Batcher {
@@ -144,9 +150,17 @@ impl Batcher {
         if s.events == 0 {
             return Ok(());
         }
-        let data = std::mem::take(&mut s.batch);
+        let lines = std::mem::take(&mut s.batch);
         let events = std::mem::take(&mut s.events);
-        let positions: Vec<FilePosition> = s.batch_positions.drain().map(|(_, p)| p).collect();
+        let mut positions: Vec<FilePosition> = s.batch_positions.drain().map(|(_, p)| p).collect();
+        positions.sort_by_key(|p| (p.key.dev, p.key.ino));
+        let data = if positions.is_empty() {
+            lines
+        } else {
+            let mut data = encode_header(&positions);
+            data.extend_from_slice(&lines);
+            data
+        };
         let appended = self.append(data, events as u64).await;
         if let Some(id) = appended {
             self.state.last_id = id;
@@ -162,8 +176,19 @@ impl Batcher {
             self.state
                 .pending
                 .push_back((self.state.last_id, positions));
+            self.keep_pending().await;
         }
         self.commit_positions().await
+    }
+
+    /// Tells the buffer to keep segments from the oldest record whose positions are not
+    /// in the checkpoint yet (or none).
+    async fn keep_pending(&mut self) {
+        let from = self.state.pending.front().map(|(id, _)| *id);
+        if from != self.state.kept_from {
+            self.state.kept_from = from;
+            self.buffer.run(move |b| b.keep_from(from)).await;
+        }
     }
 
     /// Appends with the full-buffer policy. `None` when the batch was dropped.
@@ -305,17 +330,20 @@ impl Batcher {
             return Ok(());
         }
         let positions = self.positions.clone();
+        let through = self.state.durable_id;
         let result = tokio::task::spawn_blocking(move || {
             positions
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .commit(ready)
+                .commit(ready, through)
         })
         .await
         .map_err(|e| AgentError::Task(e.to_string()))?;
-        if let Err(e) = result {
-            // Not fatal: the old positions only make a restart repeat lines, never skip.
-            tracing::warn!(error = %e, "Could not persist file read positions.");
+        match result {
+            Ok(()) => self.keep_pending().await,
+            // Not fatal: the records keep their positions (their segments stay) and the
+            // next checkpoint covers them.
+            Err(e) => tracing::warn!(error = %e, "Could not persist file read positions."),
         }
         Ok(())
     }

@@ -58,7 +58,6 @@ pub fn load(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
     Ok(config)
 }
 
-
 /// Resolves on Ctrl-C or SIGTERM: the daemons' shutdown trigger.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

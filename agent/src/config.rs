@@ -113,6 +113,7 @@ impl BufferSettings {
             max_segment_bytes: self.max_segment_bytes,
             max_total_bytes: self.max_bytes,
             fsync_interval: self.fsync_interval,
+            keep_from_id: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Sends buffered batches to the collector and acknowledges them in the buffer.
 //!
 //! Lifecycle of one record: [`DiskBuffer::next_unsent`](crate::buffer::DiskBuffer::next_unsent)
-//! hands it out (only once it is fsynced) → compressed → `POST {collector}/api/v1/ingest`
+//! hands it out (only once it is fsynced) → its file positions header is stripped
+//! ([`crate::inputs::positions`]) → compressed → `POST {collector}/api/v1/ingest`
 //! with `Idempotency-Key: {agent_id}-{record_id}`, `X-Spoor-Agent`, `Content-Encoding` and,
 //! when configured, `Authorization: Bearer` → then:
 //! - `2xx` (including `{"duplicate": true}`): acked in the buffer, which deletes it once its
@@ -28,6 +29,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use crate::buffer_handle::BufferHandle;
 use crate::config::{Secret, duration};
 use crate::identity::{random_u64, write_atomically};
+use crate::inputs::positions::split_header;
 use crate::metrics::{Metrics, inc};
 
 /// Name of the dead-letter folder inside the data directory.
@@ -202,6 +204,11 @@ impl Forwarder {
     async fn deliver(&self, id: u64, batch: Vec<u8>, mut shutdown: watch::Receiver<bool>) {
         let key = format!("{}-{id}", self.agent_id);
         let compression = self.config.compression;
+        // The file positions header stays on this host.
+        let batch = match split_header(&batch) {
+            (_, lines) if lines.len() != batch.len() => lines.to_vec(),
+            _ => batch,
+        };
         let batch = Arc::new(batch);
         let input = batch.clone();
         let compressed = tokio::task::spawn_blocking(move || compression.compress(&input)).await;

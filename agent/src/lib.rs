@@ -33,8 +33,8 @@
 mod admin;
 mod batch;
 pub mod buffer;
-pub mod cli;
 mod buffer_handle;
+pub mod cli;
 pub mod config;
 mod enrich;
 mod error;
@@ -62,7 +62,7 @@ use buffer_handle::BufferHandle;
 use enrich::Enricher;
 use forward::Forwarder;
 use inputs::file::{FileInput, GlobPattern};
-use inputs::positions::Positions;
+use inputs::positions::{Positions, split_header};
 use inputs::socket::{self, SocketContext};
 use metrics::Metrics;
 
@@ -92,12 +92,15 @@ pub async fn run(
         .await
         .map_err(|e| AgentError::Task(e.to_string()))??;
     let dir = data_dir.clone();
-    let buffer_config = config.buffer.buffer_config();
+    let mut positions = Positions::load(&data_dir)?;
+    let mut buffer_config = config.buffer.buffer_config();
+    // Keep the records the checkpoint does not cover until their positions are read.
+    buffer_config.keep_from_id = Some(positions.through() + 1);
     let buffer = tokio::task::spawn_blocking(move || DiskBuffer::open(&dir, buffer_config))
         .await
         .map_err(|e| AgentError::Task(e.to_string()))??;
     let buffer = BufferHandle::new(buffer);
-    let positions = Positions::load(&data_dir)?;
+    recover_positions(&buffer, &mut positions).await?;
     let resume = positions.snapshot();
     let positions = Arc::new(Mutex::new(positions));
     let metrics = Arc::new(Metrics::default());
@@ -243,5 +246,35 @@ pub async fn run(
     tracing::info!("Agent stopped.");
     batch_result.map_err(|e| AgentError::Task(e.to_string()))??;
     synced?;
+    Ok(())
+}
+
+/// Overrides the checkpointed file positions with those of the records written after it
+/// (see [`inputs::positions`]), persists the result and lets the buffer release the
+/// segments it kept for this.
+async fn recover_positions(
+    buffer: &BufferHandle,
+    positions: &mut Positions,
+) -> Result<(), AgentError> {
+    let through = positions.through();
+    let (records, durable) = buffer
+        .run(move |b| (b.contents_after(through), b.durable_id()))
+        .await;
+    let mut updates = Vec::new();
+    let mut found = 0usize;
+    for (_, content) in records? {
+        if let (Some(p), _) = split_header(&content) {
+            found += 1;
+            updates.extend(p);
+        }
+    }
+    if found > 0 {
+        tracing::info!(
+            records = found,
+            "Recovered file read positions from buffer records newer than the checkpoint."
+        );
+    }
+    positions.commit(updates, durable)?;
+    buffer.run(|b| b.keep_from(None)).await;
     Ok(())
 }

@@ -136,19 +136,25 @@ impl Default for AuditConfig {
 impl CollectorConfig {
     /// Reads a TOML file; a missing file is an error, unknown keys are errors.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => {
-                ConfigError::Parse { path: Some(path.to_path_buf()), message }
-            }
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: Some(path.to_path_buf()),
+                message,
+            },
             other => other,
         })
     }
 
     /// Parses TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: None, message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: None,
+            message: e.to_string(),
+        })
     }
 
     /// Checks what types cannot: the rules of DESIGN.md on tokens and listen addresses.
@@ -162,7 +168,10 @@ impl CollectorConfig {
         }
         for t in &self.tokens {
             if t.scopes.is_empty() {
-                return Err(ConfigError::Invalid(format!("tokens.{}: scopes is empty", t.name)));
+                return Err(ConfigError::Invalid(format!(
+                    "tokens.{}: scopes is empty",
+                    t.name
+                )));
             }
         }
         if self.max_body_bytes == 0 || self.max_line_bytes == 0 {
@@ -243,7 +252,9 @@ mod tests {
     fn refuses_open_non_loopback_and_unknown_keys() {
         let c = CollectorConfig::from_toml("listen = \"0.0.0.0:8740\"").expect("parses");
         assert!(c.validate().unwrap_err().to_string().contains("no tokens"));
-        let e = CollectorConfig::from_toml("lisen = \"x\"").unwrap_err().to_string();
+        let e = CollectorConfig::from_toml("lisen = \"x\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lisen"), "{e}");
         let e = CollectorConfig::from_toml("[index]\ncommit_interval = \"soon\"").unwrap_err();
         assert!(e.to_string().contains("not a duration"), "{e}");

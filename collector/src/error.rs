@@ -74,7 +74,9 @@ pub enum Error {
     #[error(transparent)]
     Index(#[from] IndexError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source} (is another collector running? choose another address with --listen)")]
+    #[error(
+        "cannot listen on {addr}: {source} (is another collector running? choose another address with --listen)"
+    )]
     Bind {
         /// Which address.
         addr: std::net::SocketAddr,

@@ -69,14 +69,22 @@ pub fn decode_body(body: &[u8], encoding: Encoding, limit: usize) -> Result<Vec<
         Encoding::Gzip => (Box::new(flate2::read::MultiGzDecoder::new(body)), "gzip"),
         Encoding::Zstd => match zstd::stream::read::Decoder::new(body) {
             Ok(d) => (Box::new(d), "zstd"),
-            Err(source) => return Err(BodyError::BadCompression { encoding: "zstd", source }),
+            Err(source) => {
+                return Err(BodyError::BadCompression {
+                    encoding: "zstd",
+                    source,
+                });
+            }
         },
     };
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
     let read = reader
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|source| BodyError::BadCompression { encoding: name, source })?;
+        .map_err(|source| BodyError::BadCompression {
+            encoding: name,
+            source,
+        })?;
     if read > limit {
         return Err(BodyError::TooLarge { limit });
     }
@@ -110,7 +118,10 @@ mod tests {
     fn lines_are_kept_and_flagged_not_dropped() {
         let body = b"a=1\r\nplain text\n\n  \nbad=\xff\nlong=xxxxxxxxxxxxxxxxxxxx\n";
         let lines = split_lines(body, 16);
-        let text: Vec<String> = lines.iter().map(|l| String::from_utf8_lossy(l).into()).collect();
+        let text: Vec<String> = lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into())
+            .collect();
         assert_eq!(
             text,
             [
@@ -128,10 +139,19 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&data).expect("gzip");
         let gz = gz.finish().expect("gzip");
-        assert_eq!(decode_body(&gz, Encoding::Gzip, 1 << 20).expect("gzip decodes"), data);
+        assert_eq!(
+            decode_body(&gz, Encoding::Gzip, 1 << 20).expect("gzip decodes"),
+            data
+        );
         let zs = zstd::encode_all(&data[..], 1).expect("zstd");
-        assert_eq!(decode_body(&zs, Encoding::Zstd, 1 << 20).expect("zstd decodes"), data);
-        assert!(matches!(decode_body(&zs, Encoding::Zstd, 100), Err(BodyError::TooLarge { .. })));
+        assert_eq!(
+            decode_body(&zs, Encoding::Zstd, 1 << 20).expect("zstd decodes"),
+            data
+        );
+        assert!(matches!(
+            decode_body(&zs, Encoding::Zstd, 100),
+            Err(BodyError::TooLarge { .. })
+        ));
         assert!(matches!(
             decode_body(b"not zstd", Encoding::Zstd, 100),
             Err(BodyError::BadCompression { .. })

@@ -45,7 +45,10 @@ impl Secret {
                 ConfigError::Invalid(format!("environment variable {var} is not set"))
             })?,
             Secret::File(path) => std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.clone(), source })?
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?
                 .trim()
                 .to_string(),
             Secret::Value(v) => v.clone(),

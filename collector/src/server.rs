@@ -27,7 +27,9 @@ impl CollectorConfig {
 
 /// Binds the listen address, with an error that says what to do when it is taken.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
 }
 
 /// Runs the collector on an already bound listener until `shutdown` resolves.
@@ -40,7 +42,10 @@ pub async fn run(
     let auth = Auth::from_config(&config)?;
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| {
-        Error::Config(crate::error::ConfigError::Read { path: data_dir.clone(), source })
+        Error::Config(crate::error::ConfigError::Read {
+            path: data_dir.clone(),
+            source,
+        })
     })?;
     let options = config.audit_options();
     let dir = data_dir.clone();
@@ -54,7 +59,12 @@ pub async fn run(
     );
     let writer = Arc::new(AuditWriter::spawn(log)?);
     let index = LogIndex::open(&data_dir)?;
-    let indexer = Indexer::spawn(index.clone(), data_dir.clone(), writer.committed(), config.index.clone())?;
+    let indexer = Indexer::spawn(
+        index.clone(),
+        data_dir.clone(),
+        writer.committed(),
+        config.index.clone(),
+    )?;
     if auth.is_open() {
         tracing::warn!(listen = %config.listen, "No tokens configured: the API is open to anyone who can reach this loopback address.");
     }
@@ -68,7 +78,9 @@ pub async fn run(
     };
     let local = listener.local_addr().map_err(Error::Serve)?;
     tracing::info!(listen = %local, "Collector listening.");
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
     tracing::info!("Collector stopping: committing the audit log and index.");
     let closed = writer.shutdown().await;
     let indexed = tokio::task::spawn_blocking(move || indexer.shutdown())

@@ -9,7 +9,9 @@ use serde_json::Value;
 #[non_exhaustive]
 pub enum ClientError {
     /// Nothing answered at the address.
-    #[error("cannot reach the collector at {url}: {source} (is `spoor collector` or `spoor up` running? set --collector or SPOOR_COLLECTOR)")]
+    #[error(
+        "cannot reach the collector at {url}: {source} (is `spoor collector` or `spoor up` running? set --collector or SPOOR_COLLECTOR)"
+    )]
     Unreachable {
         /// The collector's base URL.
         url: String,
@@ -48,7 +50,11 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok(Self { base: base.trim_end_matches('/').to_string(), token, http })
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
     }
 
     fn get(&self, path: &str, params: &[(&str, String)]) -> reqwest::RequestBuilder {
@@ -72,7 +78,10 @@ impl Client {
         let resp = req
             .send()
             .await
-            .map_err(|source| ClientError::Unreachable { url: self.base.clone(), source })?;
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -83,14 +92,28 @@ impl Client {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(Value::Null);
-        let message = body["error"].as_str().unwrap_or("no error message").to_string();
-        Err(ClientError::Api { status, message, body })
+        let message = body["error"]
+            .as_str()
+            .unwrap_or("no error message")
+            .to_string();
+        Err(ClientError::Api {
+            status,
+            message,
+            body,
+        })
     }
 
     /// `GET path` with query parameters, returning the JSON body.
-    pub async fn get_json(&self, path: &str, params: &[(&str, String)]) -> Result<Value, ClientError> {
+    pub async fn get_json(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> Result<Value, ClientError> {
         let resp = self.send(self.get(path, params)).await?;
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
@@ -101,9 +124,15 @@ impl Client {
         q: &str,
         mut on_hit: impl FnMut(Value) -> bool,
     ) -> Result<(), ClientError> {
-        let mut resp = self.send(self.get("/api/v1/tail", &[("q", q.to_string())])).await?;
+        let mut resp = self
+            .send(self.get("/api/v1/tail", &[("q", q.to_string())]))
+            .await?;
         let mut pending = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError::Protocol(e.to_string()))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+        {
             pending.extend_from_slice(&chunk);
             while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
@@ -139,6 +168,9 @@ fn encode_component(s: &str) -> String {
 mod tests {
     #[test]
     fn encodes_query_text() {
-        assert_eq!(super::encode_component("level:error a b&c=d/é"), "level%3Aerror%20a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(
+            super::encode_component("level:error a b&c=d/é"),
+            "level%3Aerror%20a%20b%26c%3Dd%2F%C3%A9"
+        );
     }
 }

@@ -26,8 +26,8 @@
 //! Errors: [`ParseError`] carries a position and renders a caret under it;
 //! [`CompileError`] says which field and why.
 
-pub mod client;
 mod ast;
+pub mod client;
 mod compile;
 mod parse;
 mod schema;

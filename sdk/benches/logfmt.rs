@@ -26,9 +26,20 @@ fn corpus_events() -> Vec<Event> {
     let mut events = Vec::new();
     for (f, path) in files.iter().enumerate() {
         let text = std::fs::read(path).expect("read corpus file");
-        for (i, line) in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        for (i, line) in text
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
             let mut e = Event::new();
-            e.push("ts", format!("2026-11-30T03:21:{:02}.{:09}Z", i % 60, i * 7919 % 1_000_000_000));
+            e.push(
+                "ts",
+                format!(
+                    "2026-11-30T03:21:{:02}.{:09}Z",
+                    i % 60,
+                    i * 7919 % 1_000_000_000
+                ),
+            );
             e.push("level", levels[i % levels.len()]);
             e.push("msg", String::from_utf8_lossy(line).into_owned());
             e.push("task", format!("task_{f}"));
@@ -78,7 +89,11 @@ mod with_nom {
         .parse(i)
     }
     fn bare(i: &str) -> IResult<&str, String> {
-        map(take_while(|c: char| c > ' ' && c != '"' && c != '='), str::to_string).parse(i)
+        map(
+            take_while(|c: char| c > ' ' && c != '"' && c != '='),
+            str::to_string,
+        )
+        .parse(i)
     }
     pub fn parse(mut i: &str) -> Option<Vec<(&str, Option<String>)>> {
         let mut out = Vec::new();
@@ -88,7 +103,9 @@ mod with_nom {
                 return Some(out);
             }
             let (rest, k) = key(i).ok()?;
-            let (rest, v) = opt(preceded(char('='), alt((quoted, bare)))).parse(rest).ok()?;
+            let (rest, v) = opt(preceded(char('='), alt((quoted, bare))))
+                .parse(rest)
+                .ok()?;
             out.push((k, v));
             i = rest;
         }
@@ -114,19 +131,44 @@ fn bench_codec(c: &mut Criterion) {
     let mut group = c.benchmark_group("logfmt");
     group.throughput(Throughput::Bytes(bytes as u64));
     group.bench_function("encode", |b| {
-        b.iter(|| events.iter().map(|e| black_box(e.to_line()).len()).sum::<usize>())
+        b.iter(|| {
+            events
+                .iter()
+                .map(|e| black_box(e.to_line()).len())
+                .sum::<usize>()
+        })
     });
     group.bench_function("decode_strict", |b| {
-        b.iter(|| lines.iter().map(|l| black_box(parse_strict(l.as_bytes())).map_or(0, |p| p.len())).sum::<usize>())
+        b.iter(|| {
+            lines
+                .iter()
+                .map(|l| black_box(parse_strict(l.as_bytes())).map_or(0, |p| p.len()))
+                .sum::<usize>()
+        })
     });
     group.bench_function("decode_lenient", |b| {
-        b.iter(|| lines.iter().map(|l| black_box(read_line(l.as_bytes(), &opts)).0.len()).sum::<usize>())
+        b.iter(|| {
+            lines
+                .iter()
+                .map(|l| black_box(read_line(l.as_bytes(), &opts)).0.len())
+                .sum::<usize>()
+        })
     });
     group.bench_function("nom_strict", |b| {
-        b.iter(|| lines.iter().map(|l| black_box(with_nom::parse(l)).map_or(0, |p| p.len())).sum::<usize>())
+        b.iter(|| {
+            lines
+                .iter()
+                .map(|l| black_box(with_nom::parse(l)).map_or(0, |p| p.len()))
+                .sum::<usize>()
+        })
     });
     group.bench_function("logfmt_0_0_2", |b| {
-        b.iter(|| lines.iter().map(|l| black_box(logfmt::parse(l)).len()).sum::<usize>())
+        b.iter(|| {
+            lines
+                .iter()
+                .map(|l| black_box(logfmt::parse(l)).len())
+                .sum::<usize>()
+        })
     });
     group.finish();
 
@@ -134,21 +176,47 @@ fn bench_codec(c: &mut Criterion) {
         black_box(events.iter().map(|e| e.to_line().len()).sum::<usize>());
     });
     let strict = throughput_mb_s(bytes, || {
-        black_box(lines.iter().map(|l| parse_strict(l.as_bytes()).map_or(0, |p| p.len())).sum::<usize>());
+        black_box(
+            lines
+                .iter()
+                .map(|l| parse_strict(l.as_bytes()).map_or(0, |p| p.len()))
+                .sum::<usize>(),
+        );
     });
     let lenient = throughput_mb_s(bytes, || {
-        black_box(lines.iter().map(|l| read_line(l.as_bytes(), &opts).0.len()).sum::<usize>());
+        black_box(
+            lines
+                .iter()
+                .map(|l| read_line(l.as_bytes(), &opts).0.len())
+                .sum::<usize>(),
+        );
     });
     let nom = throughput_mb_s(bytes, || {
-        black_box(lines.iter().map(|l| with_nom::parse(l).map_or(0, |p| p.len())).sum::<usize>());
+        black_box(
+            lines
+                .iter()
+                .map(|l| with_nom::parse(l).map_or(0, |p| p.len()))
+                .sum::<usize>(),
+        );
     });
     let baseline = throughput_mb_s(bytes, || {
         black_box(lines.iter().map(|l| logfmt::parse(l).len()).sum::<usize>());
     });
-    println!("\nlogfmt codec on {} corpus events ({:.1} MB), one core:", lines.len(), bytes as f64 / 1e6);
+    println!(
+        "\nlogfmt codec on {} corpus events ({:.1} MB), one core:",
+        lines.len(),
+        bytes as f64 / 1e6
+    );
     println!("  encode          {encode:8.1} MB/s");
-    println!("  decode strict   {strict:8.1} MB/s  = {:.1}x logfmt 0.0.2, {:.1}x nom", strict / baseline, strict / nom);
-    println!("  decode lenient  {lenient:8.1} MB/s  = {:.1}x logfmt 0.0.2", lenient / baseline);
+    println!(
+        "  decode strict   {strict:8.1} MB/s  = {:.1}x logfmt 0.0.2, {:.1}x nom",
+        strict / baseline,
+        strict / nom
+    );
+    println!(
+        "  decode lenient  {lenient:8.1} MB/s  = {:.1}x logfmt 0.0.2",
+        lenient / baseline
+    );
     println!("  nom strict      {nom:8.1} MB/s");
     println!("  logfmt 0.0.2    {baseline:8.1} MB/s  (baseline)");
 }

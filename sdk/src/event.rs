@@ -89,8 +89,14 @@ pub enum Level {
 
 impl Level {
     /// All levels, lowest first.
-    pub const ALL: [Level; 6] =
-        [Level::Trace, Level::Debug, Level::Info, Level::Warn, Level::Error, Level::Fatal];
+    pub const ALL: [Level; 6] = [
+        Level::Trace,
+        Level::Debug,
+        Level::Info,
+        Level::Warn,
+        Level::Error,
+        Level::Fatal,
+    ];
 
     /// The canonical lowercase name.
     pub fn as_str(self) -> &'static str {
@@ -181,7 +187,11 @@ impl Event {
 
     /// The value of the last pair named `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether any pair is named `key`.
@@ -232,13 +242,18 @@ impl Event {
     /// Encodes the event as one logfmt line (no newline): reserved keys first in
     /// [`RESERVED_ORDER`], then the other keys in their original order.
     pub fn to_line(&self) -> String {
-        let mut out = String::with_capacity(self.pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
+        let mut out =
+            String::with_capacity(self.pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
         for reserved in RESERVED_ORDER {
             for (k, v) in self.pairs.iter().filter(|(k, _)| k == reserved) {
                 logfmt::write_pair(&mut out, k, v);
             }
         }
-        for (k, v) in self.pairs.iter().filter(|(k, _)| !RESERVED_ORDER.contains(&k.as_str())) {
+        for (k, v) in self
+            .pairs
+            .iter()
+            .filter(|(k, _)| !RESERVED_ORDER.contains(&k.as_str()))
+        {
             logfmt::write_pair(&mut out, k, v);
         }
         out
@@ -247,7 +262,12 @@ impl Event {
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Event {
     fn from_iter<T: IntoIterator<Item = (K, V)>>(iter: T) -> Self {
-        Self { pairs: iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+        Self {
+            pairs: iter
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
     }
 }
 

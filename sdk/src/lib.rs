@@ -25,4 +25,14 @@ pub mod event;
 pub mod logfmt;
 pub mod timestamp;
 
+// Helpers that make task code safe to retry (issue 7).
+pub mod batch;
+pub mod clock;
+pub mod deadletter;
+pub mod depth;
+#[cfg(feature = "idempotency")]
+pub mod idempotency;
+pub mod retry;
+pub mod task_run;
+
 pub use event::{Event, Level};

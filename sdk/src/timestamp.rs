@@ -69,8 +69,11 @@ pub fn write_timestamp(out: &mut String, ts: OffsetDateTime) {
 /// part is allowed on epoch seconds (`1700000000.25`).
 pub fn parse_timestamp(input: &str) -> Result<OffsetDateTime, TimestampError> {
     let s = input.trim();
-    if s.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'-')
-        && s.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+    if s.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
         && !s[1..].contains('-')
     {
         return parse_epoch(s).ok_or_else(|| TimestampError::OutOfRange {
@@ -84,7 +87,13 @@ pub fn parse_timestamp(input: &str) -> Result<OffsetDateTime, TimestampError> {
     let upper: String = s
         .chars()
         .enumerate()
-        .map(|(i, c)| if i == 10 && c == ' ' { 'T' } else { c.to_ascii_uppercase() })
+        .map(|(i, c)| {
+            if i == 10 && c == ' ' {
+                'T'
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
         .collect();
     OffsetDateTime::parse(&upper, &Rfc3339).map_err(|_| TimestampError::Unrecognised {
         input: input.to_string(),
@@ -153,8 +162,14 @@ mod tests {
     fn reads_rfc3339_at_any_precision() {
         check("2026-11-30T03:21:03Z", "2026-11-30T03:21:03.000000000Z");
         check("2026-11-30T03:21:03.1Z", "2026-11-30T03:21:03.100000000Z");
-        check("2026-11-30T03:21:03.123456Z", "2026-11-30T03:21:03.123456000Z");
-        check("2026-11-30T03:21:03.123456789+05:30", "2026-11-30T03:21:03.123456789+05:30");
+        check(
+            "2026-11-30T03:21:03.123456Z",
+            "2026-11-30T03:21:03.123456000Z",
+        );
+        check(
+            "2026-11-30T03:21:03.123456789+05:30",
+            "2026-11-30T03:21:03.123456789+05:30",
+        );
         check("2026-11-30t03:21:03.5z", "2026-11-30T03:21:03.500000000Z");
         check("2026-11-30 03:21:03Z", "2026-11-30T03:21:03.000000000Z");
     }

@@ -37,14 +37,39 @@ impl Gen {
     }
 }
 
-const KEY_PARTS: &[&str] = &["a", "msg", "user_id", "ключ", "ü", "k.v", "x-y", "😀", "9", "path/to"];
+const KEY_PARTS: &[&str] = &[
+    "a", "msg", "user_id", "ключ", "ü", "k.v", "x-y", "😀", "9", "path/to",
+];
 const VALUE_PARTS: &[&str] = &[
-    "plain", " ", "=", "\"", "\\", "\\\"", "ü", "日本", "😀", "0", "-1.5", "http://x/?a=b&c",
-    "\u{a0}", "\u{85}", "\u{2028}", "\n", "\t", "\r", "\u{7}", "\u{7f}", "[]", "{}", "'", "true",
+    "plain",
+    " ",
+    "=",
+    "\"",
+    "\\",
+    "\\\"",
+    "ü",
+    "日本",
+    "😀",
+    "0",
+    "-1.5",
+    "http://x/?a=b&c",
+    "\u{a0}",
+    "\u{85}",
+    "\u{2028}",
+    "\n",
+    "\t",
+    "\r",
+    "\u{7}",
+    "\u{7f}",
+    "[]",
+    "{}",
+    "'",
+    "true",
 ];
 
 fn has_control(v: &str) -> bool {
-    v.chars().any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    v.chars()
+        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
 }
 
 fn generate(g: &mut Gen) -> Vec<(String, String)> {
@@ -91,11 +116,19 @@ fn npm_logfmt_agrees_with_our_codec() {
             excluded_ours += 1;
             continue;
         }
-        ours.push(json!({ "line": encode_pairs(pairs.iter().map(|(k, v)| (k, v))), "pairs": pairs }));
+        ours.push(
+            json!({ "line": encode_pairs(pairs.iter().map(|(k, v)| (k, v))), "pairs": pairs }),
+        );
     }
-    let theirs: Vec<&Vec<(String, String)>> =
-        cases.iter().filter(|p| !p.iter().any(|(_, v)| has_control(v))).collect();
-    assert!(ours.len() >= 1000, "at least 1,000 cases must be checked, got {}", ours.len());
+    let theirs: Vec<&Vec<(String, String)>> = cases
+        .iter()
+        .filter(|p| !p.iter().any(|(_, v)| has_control(v)))
+        .collect();
+    assert!(
+        ours.len() >= 1000,
+        "at least 1,000 cases must be checked, got {}",
+        ours.len()
+    );
 
     let mut child = Command::new("node")
         .arg("check.js")
@@ -105,13 +138,21 @@ fn npm_logfmt_agrees_with_our_codec() {
         .spawn()
         .expect("node must be installed to run the logfmt interop test");
     let input = json!({ "ours": ours, "theirs": theirs }).to_string();
-    child.stdin.take().expect("piped stdin").write_all(input.as_bytes()).expect("write to node");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())
+        .expect("write to node");
     let output = child.wait_with_output().expect("node runs");
     assert!(output.status.success(), "node check.js failed");
     let report: Value = serde_json::from_slice(&output.stdout).expect("node prints JSON");
 
     let mismatches = report["mismatches"].as_array().expect("mismatches array");
-    assert!(mismatches.is_empty(), "npm logfmt read our lines differently: {mismatches:#?}");
+    assert!(
+        mismatches.is_empty(),
+        "npm logfmt read our lines differently: {mismatches:#?}"
+    );
     assert_eq!(report["checked"].as_u64(), Some(ours.len() as u64));
 
     let stringified = report["stringified"].as_array().expect("stringified array");
@@ -119,8 +160,10 @@ fn npm_logfmt_agrees_with_our_codec() {
     for (line, expected) in stringified.iter().zip(&theirs) {
         let line = line.as_str().expect("a line");
         let pairs = parse_strict(line.as_bytes()).unwrap_or_else(|e| panic!("{line:?}: {e}"));
-        let mut got: Vec<(String, String)> =
-            pairs.iter().map(|p| (p.key.to_string(), p.value_str().to_string())).collect();
+        let mut got: Vec<(String, String)> = pairs
+            .iter()
+            .map(|p| (p.key.to_string(), p.value_str().to_string()))
+            .collect();
         let mut expected = (*expected).clone();
         // A JavaScript object puts integer-like keys first: compare in key order.
         got.sort();

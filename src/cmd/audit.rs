@@ -20,7 +20,10 @@ pub enum AuditCommand {
 }
 
 pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
-    let AuditCommand::Verify { data_dir, public_key } = cmd;
+    let AuditCommand::Verify {
+        data_dir,
+        public_key,
+    } = cmd;
     let key = match &public_key {
         Some(p) => {
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
@@ -45,5 +48,9 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("verifying the audit log in {}", data_dir.display()))?;
     bar.finish_and_clear();
     print!("{report}");
-    Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_PROBLEM) })
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_PROBLEM)
+    })
 }

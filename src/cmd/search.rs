@@ -109,7 +109,10 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
     }
     if std::io::stderr().is_terminal() {
         let shown = body["hits"].as_array().map_or(0, Vec::len);
-        eprintln!("{shown} of {} matching lines ({} ms)", body["total"], body["took_ms"]);
+        eprintln!(
+            "{shown} of {} matching lines ({} ms)",
+            body["total"], body["took_ms"]
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -120,11 +123,13 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut failure = None;
     runtime
-        .block_on(client.tail(&args.query, |hit| match print_hit(&mut out, &hit, args.output) {
-            Ok(()) => out.flush().is_ok(),
-            Err(e) => {
-                failure = Some(e);
-                false
+        .block_on(client.tail(&args.query, |hit| {
+            match print_hit(&mut out, &hit, args.output) {
+                Ok(()) => out.flush().is_ok(),
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
             }
         }))
         .map_err(|e| explain(e, &args.query))?;
@@ -136,13 +141,19 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
 
 /// Reserved keys first, in the event order, then the rest alphabetically.
 fn ordered(hit: &Value) -> Vec<(String, String)> {
-    let Some(obj) = hit.as_object() else { return Vec::new() };
+    let Some(obj) = hit.as_object() else {
+        return Vec::new();
+    };
     let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
     let mut pairs: Vec<(String, String)> = RESERVED_ORDER
         .iter()
         .filter_map(|k| obj.get(*k).map(|v| ((*k).to_string(), text(v))))
         .collect();
-    pairs.extend(obj.iter().filter(|(k, _)| !RESERVED_ORDER.contains(&k.as_str())).map(|(k, v)| (k.clone(), text(v))));
+    pairs.extend(
+        obj.iter()
+            .filter(|(k, _)| !RESERVED_ORDER.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), text(v))),
+    );
     pairs
 }
 
@@ -165,21 +176,38 @@ fn print_hit(out: &mut impl Write, hit: &Value, output: Output) -> anyhow::Resul
                 (true, "warn") => format!("\x1b[33m{level:5}\x1b[0m"),
                 _ => format!("{level:5}"),
             };
-            writeln!(out, "{}  {painted}  {:12}  {}", get("ts"), get("task"), get("msg"))?;
+            writeln!(
+                out,
+                "{}  {painted}  {:12}  {}",
+                get("ts"),
+                get("task"),
+                get("msg")
+            )?;
         }
     }
     Ok(())
 }
 
-fn print_rows(out: &mut impl Write, columns: &[Value], rows: &[Value], output: Output) -> anyhow::Result<()> {
-    let names: Vec<String> = columns.iter().map(|c| c.as_str().unwrap_or("").to_string()).collect();
+fn print_rows(
+    out: &mut impl Write,
+    columns: &[Value],
+    rows: &[Value],
+    output: Output,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = columns
+        .iter()
+        .map(|c| c.as_str().unwrap_or("").to_string())
+        .collect();
     let cell = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
     for row in rows {
         let cells: Vec<String> = row.as_array().into_iter().flatten().map(cell).collect();
         match output {
             Output::Json => {
-                let obj: serde_json::Map<String, Value> =
-                    names.iter().cloned().zip(row.as_array().into_iter().flatten().cloned()).collect();
+                let obj: serde_json::Map<String, Value> = names
+                    .iter()
+                    .cloned()
+                    .zip(row.as_array().into_iter().flatten().cloned())
+                    .collect();
                 writeln!(out, "{}", Value::Object(obj))?;
             }
             Output::Logfmt => {

@@ -17,7 +17,10 @@ fn help_and_version() {
 #[test]
 fn unreachable_collector_says_what_to_do() {
     let port = crate::harness::free_port();
-    let (code, _, err) = run_cli(&["search", "x"], &[("SPOOR_COLLECTOR", &format!("http://127.0.0.1:{port}"))]);
+    let (code, _, err) = run_cli(
+        &["search", "x"],
+        &[("SPOOR_COLLECTOR", &format!("http://127.0.0.1:{port}"))],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot reach the collector"), "{err}");
     assert!(err.contains("SPOOR_COLLECTOR"), "{err}");
@@ -27,7 +30,13 @@ fn unreachable_collector_says_what_to_do() {
 fn collector_refuses_open_non_loopback() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (code, _, err) = run_cli(
-        &["collector", "--data-dir", &dir.path().to_string_lossy(), "--listen", "0.0.0.0:0"],
+        &[
+            "collector",
+            "--data-dir",
+            &dir.path().to_string_lossy(),
+            "--listen",
+            "0.0.0.0:0",
+        ],
         &[],
     );
     assert_eq!(code, 2);

@@ -36,7 +36,10 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
         if let Some(v) = check() {
             return v;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -53,7 +56,12 @@ impl Collector {
     /// Starts a collector on a fresh data directory.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut c = Self { dir, port: free_port(), child: None, http: reqwest::blocking::Client::new() };
+        let mut c = Self {
+            dir,
+            port: free_port(),
+            child: None,
+            http: reqwest::blocking::Client::new(),
+        };
         c.spawn();
         c
     }
@@ -88,7 +96,11 @@ impl Collector {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("collector exited with {status}:\n{}", self.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "collector did not start:\n{}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "collector did not start:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -115,7 +127,11 @@ impl Collector {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").arg(c.id().to_string()).status();
             let status = c.wait().expect("wait for collector");
-            assert!(status.success(), "collector exited with {status}:\n{}", self.log());
+            assert!(
+                status.success(),
+                "collector exited with {status}:\n{}",
+                self.log()
+            );
         }
     }
 
@@ -126,7 +142,10 @@ impl Collector {
 
     /// POSTs a batch; returns the status and JSON body.
     pub fn ingest(&self, body: &[u8], key: Option<&str>) -> (u16, Value) {
-        let mut req = self.http.post(format!("{}/api/v1/ingest", self.url())).body(body.to_vec());
+        let mut req = self
+            .http
+            .post(format!("{}/api/v1/ingest", self.url()))
+            .body(body.to_vec());
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
@@ -157,24 +176,37 @@ impl Collector {
 
     /// Waits until everything appended so far is searchable.
     pub fn wait_indexed(&self, expected_total: u64) {
-        wait_for(&format!("{expected_total} lines searchable"), Duration::from_secs(30), || {
-            (self.count("") == expected_total).then_some(())
-        });
+        wait_for(
+            &format!("{expected_total} lines searchable"),
+            Duration::from_secs(30),
+            || (self.count("") == expected_total).then_some(()),
+        );
     }
 
     /// A gauge from `/metrics`.
     pub fn metric(&self, name: &str) -> Option<u64> {
-        let text = self.http.get(format!("{}/metrics", self.url())).send().ok()?.text().ok()?;
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
     /// Waits until the index has caught up with everything durable in the audit log.
     pub fn wait_caught_up(&self) {
-        wait_for("the index to catch up with the audit log", Duration::from_secs(60), || {
-            let log = self.metric("spoor_audit_next_seq")?;
-            let index = self.metric("spoor_index_next_seq")?;
-            (log == index).then_some(())
-        });
+        wait_for(
+            "the index to catch up with the audit log",
+            Duration::from_secs(60),
+            || {
+                let log = self.metric("spoor_audit_next_seq")?;
+                let index = self.metric("spoor_index_next_seq")?;
+                (log == index).then_some(())
+            },
+        );
     }
 
     /// Runs `spoor` with arguments and returns (exit code, stdout, stderr).
@@ -191,7 +223,11 @@ impl Drop for Collector {
 
 /// Runs `spoor` with arguments and environment; returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(spoor_bin()).args(args).envs(env.iter().copied()).output().expect("run spoor");
+    let out = Command::new(spoor_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run spoor");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -279,7 +315,11 @@ impl Agent {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("agent exited with {status}:\n{}", self.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "agent did not start:\n{}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "agent did not start:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -290,7 +330,8 @@ impl Agent {
 
     /// Sends lines over the agent's TCP input and closes the connection.
     pub fn send_tcp(&self, text: &[u8]) {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.tcp_port)).expect("connect to the agent");
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.tcp_port))
+            .expect("connect to the agent");
         std::io::Write::write_all(&mut s, text).expect("send lines");
     }
 
@@ -310,5 +351,54 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+impl Agent {
+    /// A value from the agent's `/metrics` (a line `NAME VALUE`, or `NAME{labels} VALUE`
+    /// when `name` includes the labels).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin_port);
+        let text = reqwest::blocking::get(url).ok()?.text().ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Whether the agent process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+/// A small deterministic random source for tests (xorshift64*), seeded from the clock
+/// unless `SPOOR_TEST_SEED` is set; tests print the seed so a failure can be replayed.
+pub struct TestRng(u64);
+
+impl TestRng {
+    pub fn from_env_or_clock() -> Self {
+        let seed = std::env::var("SPOOR_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        eprintln!("SPOOR_TEST_SEED={seed}");
+        Self(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A value in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
     }
 }

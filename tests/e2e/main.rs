@@ -6,6 +6,8 @@
 
 mod harness;
 
+mod agent_exactly_once;
+
 mod cli;
 mod collector;
 mod pipeline;

@@ -12,21 +12,34 @@ fn lines_sent_to_the_agent_are_found_by_search() {
     agent.send_tcp(&corpus);
     {
         use std::io::Write;
-        let mut s = std::os::unix::net::UnixStream::connect(agent.socket_path()).expect("unix socket");
-        s.write_all(b"level=error msg=\"charge failed\" task=charge task_id=t-1\n").expect("send");
+        let mut s =
+            std::os::unix::net::UnixStream::connect(agent.socket_path()).expect("unix socket");
+        s.write_all(b"level=error msg=\"charge failed\" task=charge task_id=t-1\n")
+            .expect("send");
     }
-    wait_for("2001 lines searchable", Duration::from_secs(30), || (collector.count("") == 2001).then_some(()));
+    wait_for("2001 lines searchable", Duration::from_secs(30), || {
+        (collector.count("") == 2001).then_some(())
+    });
     assert_eq!(collector.count("source:tcp"), 2000);
     assert_eq!(collector.count("source:unix level:error task:charge"), 1);
-    assert_eq!(collector.count("\"Failed password\""), corpus_count(&corpus, "Failed password"));
+    assert_eq!(
+        collector.count("\"Failed password\""),
+        corpus_count(&corpus, "Failed password")
+    );
     let (_, body) = collector.get("/api/v1/search", &[("q", "task_id:t-1")]);
     let hit = &body["hits"][0];
-    assert!(hit["agent"].as_str().is_some_and(|a| !a.is_empty()), "{hit}");
+    assert!(
+        hit["agent"].as_str().is_some_and(|a| !a.is_empty()),
+        "{hit}"
+    );
     assert!(hit["host"].as_str().is_some_and(|h| !h.is_empty()), "{hit}");
 }
 
 fn corpus_count(corpus: &[u8], phrase: &str) -> u64 {
-    String::from_utf8_lossy(corpus).lines().filter(|l| l.contains(phrase)).count() as u64
+    String::from_utf8_lossy(corpus)
+        .lines()
+        .filter(|l| l.contains(phrase))
+        .count() as u64
 }
 
 #[test]
@@ -35,19 +48,31 @@ fn agent_killed_and_collector_down_loses_nothing_it_read() {
     let mut agent = Agent::start(&collector, &[]);
     let mut sent = 0u64;
     for round in 0..10u64 {
-        let lines: String = (0..500).map(|i| format!("level=info round={round} i={i} msg=\"line {i}\"\n")).collect();
+        let lines: String = (0..500)
+            .map(|i| format!("level=info round={round} i={i} msg=\"line {i}\"\n"))
+            .collect();
         agent.send_tcp(lines.as_bytes());
         sent += 500;
         // The agent has read them once its metrics count them; then it may die.
-        wait_for("the agent to read the lines", Duration::from_secs(30), || {
-            let text = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", agent.admin_port)).ok()?.text().ok()?;
-            let read: u64 = text
-                .lines()
-                .filter(|l| l.starts_with("spoor_agent_input_events_total{input=\"tcp\"}"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum();
-            (read >= 500).then_some(())
-        });
+        wait_for(
+            "the agent to read the lines",
+            Duration::from_secs(30),
+            || {
+                let text = reqwest::blocking::get(format!(
+                    "http://127.0.0.1:{}/metrics",
+                    agent.admin_port
+                ))
+                .ok()?
+                .text()
+                .ok()?;
+                let read: u64 = text
+                    .lines()
+                    .filter(|l| l.starts_with("spoor_agent_input_events_total{input=\"tcp\"}"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum();
+                (read >= 500).then_some(())
+            },
+        );
         // Give the batcher its fsync interval, then kill.
         std::thread::sleep(Duration::from_millis(400));
         if round == 4 {
@@ -58,8 +83,14 @@ fn agent_killed_and_collector_down_loses_nothing_it_read() {
             collector.restart();
         }
     }
-    wait_for("every line searchable", Duration::from_secs(60), || (collector.count("") == sent).then_some(()));
+    wait_for("every line searchable", Duration::from_secs(60), || {
+        (collector.count("") == sent).then_some(())
+    });
     for round in 0..10 {
-        assert_eq!(collector.count(&format!("round:{round}")), 500, "round {round}");
+        assert_eq!(
+            collector.count(&format!("round:{round}")),
+            500,
+            "round {round}"
+        );
     }
 }

@@ -80,7 +80,8 @@
 //! bad record is skipped with a warning and counted in [`BufferStats::corrupt_records`];
 //! no resync is attempted, and the damaged segment is deleted like any other once its
 //! readable records are done. A segment with an unreadable header is renamed to `*.corrupt`.
-//! Segments whose records are all done are deleted. A file of an unknown format version
+//! Segments whose records are all done are deleted (unless
+//! [`BufferConfig::keep_from_id`] keeps them). A file of an unknown format version
 //! stops the open with [`BufferError::UnsupportedFormat`] instead of being touched.
 //!
 //! # Ownership
@@ -130,6 +131,12 @@ pub struct BufferConfig {
     /// Appends are fsynced at most this long after they are written (group commit).
     /// Zero fsyncs inside every `append`. Default 100 ms.
     pub fsync_interval: Duration,
+    /// Finished segments holding a record with an ID at or above this one are kept even
+    /// when all their records are done, until [`DiskBuffer::keep_from`] moves the mark.
+    /// The agent keeps records whose file read positions are not yet in `positions.json`
+    /// this way, so a restart can still read those positions from the records. Default
+    /// `None`: done segments are deleted at once.
+    pub keep_from_id: Option<u64>,
 }
 
 impl Default for BufferConfig {
@@ -138,6 +145,7 @@ impl Default for BufferConfig {
             max_segment_bytes: 16 << 20,
             max_total_bytes: 1 << 30,
             fsync_interval: Duration::from_millis(100),
+            keep_from_id: None,
         }
     }
 }
@@ -570,6 +578,42 @@ impl DiskBuffer {
         }
     }
 
+    /// Moves the keep mark (see [`BufferConfig::keep_from_id`]) and deletes the finished
+    /// segments it no longer keeps, if all their records are done.
+    pub fn keep_from(&mut self, id: Option<u64>) {
+        self.config.keep_from_id = id;
+        self.release_done_segments();
+    }
+
+    /// Contents of every record with an ID above `id` that is still on disk, done or not,
+    /// oldest first (for recovering per-record metadata after a restart). A record that
+    /// cannot be read is skipped with a warning.
+    pub fn contents_after(&mut self, id: u64) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        let mut out = Vec::new();
+        let mut found = Vec::new();
+        for s in self.segments() {
+            for r in s.records.iter().filter(|r| r.id > id) {
+                found.push((s.path.clone(), s.header.cipher, *r));
+            }
+        }
+        for (path, params, meta) in found {
+            let mut file = File::open(&path).map_err(|e| BufferError::io(&path, e))?;
+            match read_record(&mut file, &meta) {
+                Ok(sealed) => match self.cipher.open(&params, meta.id, &sealed) {
+                    Ok(content) => out.push((meta.id, content)),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), record_id = meta.id, error = %e, "Cannot open a sealed record.");
+                    }
+                },
+                Err(ReadError::Io(e)) => return Err(BufferError::io(&path, e)),
+                Err(ReadError::Corrupt(reason)) => {
+                    tracing::warn!(path = %path.display(), record_id = meta.id, reason = %reason, "Skipping an unreadable record.");
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Acknowledges one record: it is done, never handed out again, and its segment is
     /// deleted once all its records are done. Durable when this returns. Acks may come in
     /// any order; unknown or repeated IDs are ignored.
@@ -716,8 +760,12 @@ impl DiskBuffer {
         let mut removed = false;
         let ledger = &self.ledger;
         let read_handle = &mut self.read_handle;
+        let keep_from = self.config.keep_from_id;
         self.sealed.retain(|s| {
             if !s.records.iter().all(|r| ledger.is_done(r.id)) {
+                return true;
+            }
+            if keep_from.is_some_and(|k| s.last_id().is_some_and(|last| last >= k)) {
                 return true;
             }
             // An open descriptor would keep the deleted file's blocks allocated.

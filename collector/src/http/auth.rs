@@ -29,7 +29,11 @@ impl Auth {
         let mut tokens = Vec::new();
         for t in &config.tokens {
             let value = t.secret()?.resolve()?;
-            tokens.push((t.name.clone(), t.scopes.clone(), digest::digest(&digest::SHA256, value.as_bytes())));
+            tokens.push((
+                t.name.clone(),
+                t.scopes.clone(),
+                digest::digest(&digest::SHA256, value.as_bytes()),
+            ));
         }
         Ok(Self { tokens })
     }
@@ -42,14 +46,22 @@ impl Auth {
     /// Checks the `Authorization: Bearer` header for `scope`.
     pub fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
         if self.is_open() {
-            return Ok(Caller { name: "anonymous".into() });
+            return Ok(Caller {
+                name: "anonymous".into(),
+            });
         }
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .ok_or_else(|| {
-                ApiError::new(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer <token>`")
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing `Authorization: Bearer <token>`",
+                )
             })?;
         let presented = digest::digest(&digest::SHA256, presented.trim().as_bytes());
         // Compare every configured digest, whatever matched, so timing says nothing.

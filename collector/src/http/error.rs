@@ -19,7 +19,11 @@ pub struct ApiError {
 impl ApiError {
     /// An answer with a status and a message meant for the caller.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), extra: serde_json::Map::new() }
+        Self {
+            status,
+            message: message.into(),
+            extra: serde_json::Map::new(),
+        }
     }
 
     /// 400.
@@ -30,7 +34,10 @@ impl ApiError {
     /// 500, logging the details and sending a generic message.
     pub fn internal(context: &str, err: &dyn std::error::Error) -> Self {
         tracing::error!(error = %err, context, "Request failed.");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{context} failed; see the collector's log"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{context} failed; see the collector's log"),
+        )
     }
 
     /// Adds a field to the JSON body.
@@ -51,9 +58,11 @@ impl IntoResponse for ApiError {
 impl From<SearchError> for ApiError {
     fn from(err: SearchError) -> Self {
         match &err {
-            SearchError::Parse(p) => ApiError::bad_request(format!("bad query: expected {}", p.expected))
-                .with("position", p.position)
-                .with("column", p.column),
+            SearchError::Parse(p) => {
+                ApiError::bad_request(format!("bad query: expected {}", p.expected))
+                    .with("position", p.position)
+                    .with("column", p.column)
+            }
             SearchError::Compile(_) | SearchError::TimeRange(_) | SearchError::BadRequest(_) => {
                 ApiError::bad_request(err.to_string())
             }

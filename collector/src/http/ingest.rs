@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -20,18 +21,45 @@ const MAX_KEY_LEN: usize = 200;
 pub(super) async fn ingest(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let reject = |e: ApiError| {
-        state.metrics.ingest_rejected.fetch_add(1, Ordering::Relaxed);
+        state
+            .metrics
+            .ingest_rejected
+            .fetch_add(1, Ordering::Relaxed);
         e
     };
     let caller = state.auth.check(&headers, Scope::Ingest).map_err(reject)?;
-    let header_text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    let encoding = Encoding::from_header(header_text(header::CONTENT_ENCODING.as_str()))
-        .map_err(|e| reject(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string())))?;
-    let batch_key = header_text("idempotency-key").unwrap_or_default().to_string();
-    let agent = header_text("x-spoor-agent").unwrap_or(&caller.name).to_string();
+    let body = body.map_err(|r| {
+        reject(ApiError::new(
+            r.status(),
+            format!(
+                "{}; the limit is {} bytes (max_body_bytes): send smaller batches",
+                r.body_text(),
+                state.config.max_body_bytes
+            ),
+        ))
+    })?;
+    let header_text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let encoding =
+        Encoding::from_header(header_text(header::CONTENT_ENCODING.as_str())).map_err(|e| {
+            reject(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                e.to_string(),
+            ))
+        })?;
+    let batch_key = header_text("idempotency-key")
+        .unwrap_or_default()
+        .to_string();
+    let agent = header_text("x-spoor-agent")
+        .unwrap_or(&caller.name)
+        .to_string();
     if batch_key.len() > MAX_KEY_LEN || agent.len() > MAX_KEY_LEN {
         return Err(reject(ApiError::bad_request(format!(
             "Idempotency-Key and X-Spoor-Agent must be at most {MAX_KEY_LEN} bytes"
@@ -46,7 +74,9 @@ pub(super) async fn ingest(
     .map_err(|e| ApiError::internal("decoding the body", &e))?;
     let (bytes, lines) = decoded.map_err(|e| {
         reject(match e {
-            BodyError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+            BodyError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            }
             _ => ApiError::bad_request(e.to_string()),
         })
     })?;

@@ -33,8 +33,10 @@ pub(super) async fn checkpoint(
             body["public_key"] = json!(public_key);
             Ok(Json(body))
         }
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no checkpoint has been signed yet")
-            .with("public_key", public_key)),
+        None => Err(
+            ApiError::new(StatusCode::NOT_FOUND, "no checkpoint has been signed yet")
+                .with("public_key", public_key),
+        ),
     }
 }
 
@@ -43,16 +45,51 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     let w = state.writer.stats();
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     };
-    counter("spoor_ingest_batches_total", "Batches appended to the audit log.", m.ingest_batches.load(Ordering::Relaxed));
-    counter("spoor_ingest_lines_total", "Lines appended to the audit log.", m.ingest_lines.load(Ordering::Relaxed));
-    counter("spoor_ingest_bytes_total", "Decompressed bytes received.", m.ingest_bytes.load(Ordering::Relaxed));
-    counter("spoor_ingest_duplicates_total", "Batches answered as duplicates.", m.ingest_duplicates.load(Ordering::Relaxed));
-    counter("spoor_ingest_rejected_total", "Ingest requests refused.", m.ingest_rejected.load(Ordering::Relaxed));
-    counter("spoor_searches_total", "Searches run.", m.searches.load(Ordering::Relaxed));
-    counter("spoor_audit_fsyncs_total", "fsyncs of the audit log.", w.fsyncs);
-    counter("spoor_audit_groups_total", "Group commits of the audit log.", w.groups);
+    counter(
+        "spoor_ingest_batches_total",
+        "Batches appended to the audit log.",
+        m.ingest_batches.load(Ordering::Relaxed),
+    );
+    counter(
+        "spoor_ingest_lines_total",
+        "Lines appended to the audit log.",
+        m.ingest_lines.load(Ordering::Relaxed),
+    );
+    counter(
+        "spoor_ingest_bytes_total",
+        "Decompressed bytes received.",
+        m.ingest_bytes.load(Ordering::Relaxed),
+    );
+    counter(
+        "spoor_ingest_duplicates_total",
+        "Batches answered as duplicates.",
+        m.ingest_duplicates.load(Ordering::Relaxed),
+    );
+    counter(
+        "spoor_ingest_rejected_total",
+        "Ingest requests refused.",
+        m.ingest_rejected.load(Ordering::Relaxed),
+    );
+    counter(
+        "spoor_searches_total",
+        "Searches run.",
+        m.searches.load(Ordering::Relaxed),
+    );
+    counter(
+        "spoor_audit_fsyncs_total",
+        "fsyncs of the audit log.",
+        w.fsyncs,
+    );
+    counter(
+        "spoor_audit_groups_total",
+        "Group commits of the audit log.",
+        w.groups,
+    );
     let _ = writeln!(
         out,
         "# HELP spoor_audit_next_seq Seq below which the audit log is durable.\n# TYPE spoor_audit_next_seq gauge\nspoor_audit_next_seq {}",
@@ -67,8 +104,10 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/histogram", get(search::histogram))
         .route("/api/v1/fields", get(search::fields))
         .route("/api/v1/tail", get(search::tail))
+        .route("/api/v1/context", get(search::context))
         .route("/api/v1/audit/checkpoint", get(meta::checkpoint))
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))

@@ -36,7 +36,9 @@ impl Params {
             None | Some("desc") => false,
             Some("asc") => true,
             Some(other) => {
-                return Err(ApiError::bad_request(format!("order must be asc or desc, not `{other}`")));
+                return Err(ApiError::bad_request(format!(
+                    "order must be asc or desc, not `{other}`"
+                )));
             }
         };
         Ok(SearchRequest {
@@ -46,6 +48,7 @@ impl Params {
             limit: self.limit,
             ascending,
             min_seq: None,
+            by_seq: false,
         })
     }
 }
@@ -68,7 +71,10 @@ fn audit_search(state: &AppState, caller: &Caller, action: &str, params: &Params
     }
     let writer = state.writer.clone();
     tokio::spawn(async move {
-        if let Err(e) = writer.append("", "collector", vec![event.to_line().into_bytes()]).await {
+        if let Err(e) = writer
+            .append("", "collector", vec![event.to_line().into_bytes()])
+            .await
+        {
             tracing::warn!(error = %e, "Could not write the audit record of a search.");
         }
     });
@@ -77,7 +83,9 @@ fn audit_search(state: &AppState, caller: &Caller, action: &str, params: &Params
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal("search", &e))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal("search", &e))?
 }
 
 pub(super) async fn search(
@@ -119,6 +127,29 @@ pub(super) async fn fields(
     Ok(Json(json!({ "fields": f })))
 }
 
+/// Parameters of `GET /api/v1/context`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ContextParams {
+    seq: u64,
+    before: Option<usize>,
+    after: Option<usize>,
+}
+
+pub(super) async fn context(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<ContextParams>,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Read)?;
+    let index = state.index.clone();
+    let (before, after) = (
+        params.before.unwrap_or(20).min(1000),
+        params.after.unwrap_or(20).min(1000),
+    );
+    let found = blocking(move || Ok(run::context(&index, params.seq, before, after)?)).await?;
+    Ok(Json(json!(found)))
+}
+
 /// Most lines one tail message carries; more wait for the next round.
 const TAIL_BATCH: usize = 1000;
 
@@ -134,42 +165,48 @@ pub(super) async fn tail(
     // Check the query once up front, so a bad one is a 400 and not a silent stream.
     spoor_query::parse_query(&req.q).map_err(run::SearchError::from)?;
     req.ascending = true;
+    req.by_seq = true;
     req.limit = Some(TAIL_BATCH);
     req.from = None;
     req.to = None;
     let start = *state.indexed.borrow();
     let initial = (state, req, start, Vec::<SseEvent>::new());
-    let events = stream::unfold(initial, |(state, mut req, mut next, mut queue)| async move {
-        loop {
-            if let Some(e) = queue.pop() {
-                return Some((Ok(e), (state, req, next, queue)));
+    let events = stream::unfold(
+        initial,
+        |(state, mut req, mut next, mut queue)| async move {
+            loop {
+                if let Some(e) = queue.pop() {
+                    return Some((Ok(e), (state, req, next, queue)));
+                }
+                let mut indexed = state.indexed.clone();
+                if *indexed.borrow() <= next && indexed.changed().await.is_err() {
+                    return None;
+                }
+                req.min_seq = Some(next);
+                let index = state.index.clone();
+                let r = req.clone();
+                let found = tokio::task::spawn_blocking(move || run::search(&index, &r)).await;
+                let Ok(Ok(found)) = found else {
+                    continue;
+                };
+                let mut max_seq = None;
+                for hit in &found.hits {
+                    let seq = hit
+                        .get(keys::SEQ)
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse::<u64>().ok());
+                    max_seq = max_seq.max(seq);
+                }
+                next = match max_seq {
+                    Some(s) if found.hits.len() >= TAIL_BATCH => s + 1,
+                    _ => (*state.indexed.borrow()).max(max_seq.map_or(0, |s| s + 1)),
+                };
+                // Oldest first: the queue pops from the back.
+                for hit in found.hits.iter().rev() {
+                    queue.push(SseEvent::default().data(json!(hit).to_string()));
+                }
             }
-            let mut indexed = state.indexed.clone();
-            if *indexed.borrow() <= next && indexed.changed().await.is_err() {
-                return None;
-            }
-            req.min_seq = Some(next);
-            let index = state.index.clone();
-            let r = req.clone();
-            let found = tokio::task::spawn_blocking(move || run::search(&index, &r)).await;
-            let Ok(Ok(found)) = found else {
-                continue;
-            };
-            let mut max_seq = None;
-            for hit in &found.hits {
-                let seq = hit.get(keys::SEQ).and_then(Value::as_str).and_then(|s| s.parse::<u64>().ok());
-                max_seq = max_seq.max(seq);
-            }
-            next = match max_seq {
-                Some(s) if found.hits.len() >= TAIL_BATCH => s + 1,
-                _ => (*state.indexed.borrow()).max(max_seq.map_or(0, |s| s + 1)),
-            };
-            // Oldest first: the queue pops from the back.
-            for hit in found.hits.iter().rev() {
-                queue.push(SseEvent::default().data(json!(hit).to_string()));
-            }
-        }
-    });
+        },
+    );
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
-

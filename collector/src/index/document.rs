@@ -14,7 +14,12 @@ const OWN_FIELDS: [&str; 3] = [keys::TS, keys::LEVEL, keys::MSG];
 /// Builds the document for a record. The event's `ts` decides its place in time; a line
 /// without a readable `ts` gets the ingest time. `agent` falls back to the record's agent.
 pub fn build_document(schema: &LogSchema, record: &AuditRecord) -> TantivyDocument {
-    let (event, _) = read_line(&record.line, &ReadOptions { max_line_bytes: usize::MAX });
+    let (event, _) = read_line(
+        &record.line,
+        &ReadOptions {
+            max_line_bytes: usize::MAX,
+        },
+    );
     let mut doc = TantivyDocument::new();
     let ingest = DateTime::from_timestamp_nanos(record.ingest_ts_nanos);
     let ts = match event.timestamp() {
@@ -39,7 +44,10 @@ pub fn build_document(schema: &LogSchema, record: &AuditRecord) -> TantivyDocume
     }
     doc.add_text(schema.line, String::from_utf8_lossy(&record.line));
     doc.add_text(schema.kind, event.get(keys::KIND).unwrap_or("log"));
-    doc.add_text(schema.agent, event.get(keys::AGENT).unwrap_or(&record.agent));
+    doc.add_text(
+        schema.agent,
+        event.get(keys::AGENT).unwrap_or(&record.agent),
+    );
     let mut json = serde_json::Map::new();
     for (key, value) in event.pairs() {
         if OWN_FIELDS.contains(&key) || key == keys::KIND || key == keys::AGENT {
@@ -54,7 +62,10 @@ pub fn build_document(schema: &LogSchema, record: &AuditRecord) -> TantivyDocume
         }
     }
     if !json.is_empty() {
-        doc.add_field_value(schema.fields, &OwnedValue::from(serde_json::Value::Object(json)));
+        doc.add_field_value(
+            schema.fields,
+            &OwnedValue::from(serde_json::Value::Object(json)),
+        );
     }
     doc
 }

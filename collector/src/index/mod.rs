@@ -42,15 +42,26 @@ impl LogIndex {
     /// Opens the index under `data_dir/index`, creating it when absent.
     pub fn open(data_dir: &Path) -> Result<Self, IndexError> {
         let path = Self::dir(data_dir);
-        std::fs::create_dir_all(&path)
-            .map_err(|source| IndexError::Io { path: path.clone(), source })?;
+        std::fs::create_dir_all(&path).map_err(|source| IndexError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let schema = LogSchema::new();
-        let dir = MmapDirectory::open(&path)
-            .map_err(|source| IndexError::Open { path: path.clone(), source })?;
+        let dir = MmapDirectory::open(&path).map_err(|source| IndexError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let index = Index::open_or_create(dir, schema.schema.clone())?;
         register_tokenizers(&index);
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        Ok(Self { index, schema: std::sync::Arc::new(schema), reader })
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Self {
+            index,
+            schema: std::sync::Arc::new(schema),
+            reader,
+        })
     }
 
     /// The seq of the next record to index, from the last commit's payload (0 when new).

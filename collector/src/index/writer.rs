@@ -48,17 +48,35 @@ impl Indexer {
         config: IndexConfig,
     ) -> Result<IndexerHandle, IndexError> {
         let next_seq = index.next_seq()?;
-        let writer: IndexWriter = index.index.writer_with_num_threads(1, config.writer_memory_bytes)?;
+        let writer: IndexWriter = index
+            .index
+            .writer_with_num_threads(1, config.writer_memory_bytes)?;
         let (indexed_tx, indexed) = watch::channel(next_seq);
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("spoor-indexer".into())
             .spawn(move || {
-                follow(index, writer, &data_dir, next_seq, committed, &config, &stop_flag, &indexed_tx)
+                follow(
+                    index,
+                    writer,
+                    &data_dir,
+                    next_seq,
+                    committed,
+                    &config,
+                    &stop_flag,
+                    &indexed_tx,
+                )
             })
-            .map_err(|source| IndexError::Io { path: PathBuf::from("indexer thread"), source })?;
-        Ok(IndexerHandle { stop, thread: Some(thread), indexed })
+            .map_err(|source| IndexError::Io {
+                path: PathBuf::from("indexer thread"),
+                source,
+            })?;
+        Ok(IndexerHandle {
+            stop,
+            thread: Some(thread),
+            indexed,
+        })
     }
 }
 
@@ -154,13 +172,18 @@ pub fn rebuild(
 ) -> Result<IndexerProgress, IndexError> {
     let path = LogIndex::dir(data_dir);
     if path.exists() {
-        std::fs::remove_dir_all(&path)
-            .map_err(|source| IndexError::Io { path: path.clone(), source })?;
+        std::fs::remove_dir_all(&path).map_err(|source| IndexError::Io {
+            path: path.clone(),
+            source,
+        })?;
     }
     let index = LogIndex::open(data_dir)?;
     let mut writer: IndexWriter = index.index.writer(memory_bytes)?;
     let mut reader = read_records(data_dir, 0);
-    let mut done = IndexerProgress { records: 0, next_seq: 0 };
+    let mut done = IndexerProgress {
+        records: 0,
+        next_seq: 0,
+    };
     while let Some(record) = reader.next_record()? {
         writer.add_document(build_document(&index.schema, &record))?;
         done.records += 1;

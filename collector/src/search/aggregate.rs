@@ -51,7 +51,13 @@ fn nested_terms(schema: &LogSchema, fields: &[String], size: u32) -> Value {
 }
 
 /// Flattens nested terms buckets into rows of `[value, value, ..., count]`.
-fn flatten(result: &Value, depth: usize, levels: usize, prefix: &mut Vec<Value>, rows: &mut Vec<Vec<Value>>) {
+fn flatten(
+    result: &Value,
+    depth: usize,
+    levels: usize,
+    prefix: &mut Vec<Value>,
+    rows: &mut Vec<Vec<Value>>,
+) {
     let Some(buckets) = result[format!("g{depth}")]["buckets"].as_array() else {
         return;
     };
@@ -97,7 +103,11 @@ pub(super) fn run_stage(
         }
         Stage::Top { n, field } => {
             let size = u32::try_from(*n).unwrap_or(MAX_GROUPS).min(MAX_GROUPS);
-            let result = run(searcher, query, nested_terms(schema, std::slice::from_ref(field), size))?;
+            let result = run(
+                searcher,
+                query,
+                nested_terms(schema, std::slice::from_ref(field), size),
+            )?;
             let mut rows = Vec::new();
             flatten(&result, 0, 1, &mut Vec::new(), &mut rows);
             Ok((vec![field.clone(), "count".into()], rows))
@@ -116,7 +126,11 @@ pub(super) fn run_stage(
                     None => rows.push(vec![time, b["doc_count"].clone()]),
                     Some(_) => {
                         for g in b["g1"]["buckets"].as_array().into_iter().flatten() {
-                            rows.push(vec![time.clone(), key_value(&g["key"]), g["doc_count"].clone()]);
+                            rows.push(vec![
+                                time.clone(),
+                                key_value(&g["key"]),
+                                g["doc_count"].clone(),
+                            ]);
                         }
                     }
                 }
@@ -169,7 +183,13 @@ pub(super) fn histogram(
         .map(|b| {
             let mut levels = serde_json::Map::new();
             for l in b["l"]["buckets"].as_array().into_iter().flatten() {
-                levels.insert(key_value(&l["key"]).as_str().unwrap_or_default().to_string(), l["doc_count"].clone());
+                levels.insert(
+                    key_value(&l["key"])
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    l["doc_count"].clone(),
+                );
             }
             HistogramBucket {
                 time: b["key_as_string"].as_str().unwrap_or_default().to_string(),
@@ -179,7 +199,10 @@ pub(super) fn histogram(
             }
         })
         .collect();
-    Ok(Histogram { interval_ms, buckets })
+    Ok(Histogram {
+        interval_ms,
+        buckets,
+    })
 }
 
 /// The most frequent values of each of `fields`.

@@ -46,6 +46,8 @@ pub struct SearchRequest {
     pub ascending: bool,
     /// Only events with `seq` at or above this (for tail).
     pub min_seq: Option<u64>,
+    /// Order by position in the audit log instead of by event time (tail, context).
+    pub by_seq: bool,
 }
 
 /// What a search returns.
@@ -112,8 +114,13 @@ pub(crate) fn build_query(
                 let ts = parse_bound(t, now)?;
                 let nanos = i64::try_from(ts.unix_timestamp_nanos())
                     .map_err(|_| SearchError::BadRequest(format!("`{t}` is out of range")))?;
-                let term = Term::from_field_date(index.schema.ts, DateTime::from_timestamp_nanos(nanos));
-                if inclusive { Bound::Included(term) } else { Bound::Excluded(term) }
+                let term =
+                    Term::from_field_date(index.schema.ts, DateTime::from_timestamp_nanos(nanos));
+                if inclusive {
+                    Bound::Included(term)
+                } else {
+                    Bound::Excluded(term)
+                }
             }
         })
     };
@@ -133,13 +140,17 @@ pub fn search(index: &LogIndex, req: &SearchRequest) -> Result<SearchResponse, S
     let started = Instant::now();
     let limit = req.limit.unwrap_or(100);
     if limit > MAX_LIMIT {
-        return Err(SearchError::BadRequest(format!("limit must be at most {MAX_LIMIT}")));
+        return Err(SearchError::BadRequest(format!(
+            "limit must be at most {MAX_LIMIT}"
+        )));
     }
     let (query, stages) = build_query(index, req)?;
     let searcher = index.reader.searcher();
     if let Some(stage) = stages.first() {
         if stages.len() > 1 {
-            return Err(SearchError::BadRequest("only one pipeline stage is supported".into()));
+            return Err(SearchError::BadRequest(
+                "only one pipeline stage is supported".into(),
+            ));
         }
         let total = searcher.search(&query, &Count)? as u64;
         let (columns, rows) = aggregate::run_stage(index, &searcher, &*query, stage, total)?;
@@ -161,20 +172,38 @@ pub fn search(index: &LogIndex, req: &SearchRequest) -> Result<SearchResponse, S
             took_ms: started.elapsed().as_millis() as u64,
         });
     }
-    let order = if req.ascending { Order::Asc } else { Order::Desc };
-    // Events with the same ts are ordered by seq through a second sort key in the hits.
-    let top = TopDocs::with_limit(limit).order_by_fast_field::<DateTime>("ts", order);
-    let (docs, total) = searcher.search(&query, &(top, Count))?;
-    let mut hits = Vec::with_capacity(docs.len());
-    for (_, address) in docs {
+    let order = if req.ascending {
+        Order::Asc
+    } else {
+        Order::Desc
+    };
+    let (addresses, total): (Vec<DocAddress>, usize) = if req.by_seq {
+        let top = TopDocs::with_limit(limit).order_by_fast_field::<u64>("seq", order);
+        let (docs, total) = searcher.search(&query, &(top, Count))?;
+        (docs.into_iter().map(|(_, a)| a).collect(), total)
+    } else {
+        let top = TopDocs::with_limit(limit).order_by_fast_field::<DateTime>("ts", order);
+        let (docs, total) = searcher.search(&query, &(top, Count))?;
+        (docs.into_iter().map(|(_, a)| a).collect(), total)
+    };
+    let mut hits = Vec::with_capacity(addresses.len());
+    for address in addresses {
         hits.push(hit(index, &searcher, address)?);
     }
-    let seq_of = |h: &BTreeMap<String, serde_json::Value>| h.get(keys::SEQ).and_then(|v| v.as_str()).and_then(|s| s.parse::<u64>().ok());
+    let seq_of = |h: &BTreeMap<String, serde_json::Value>| {
+        h.get(keys::SEQ)
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse::<u64>().ok())
+    };
     // Stable order within one timestamp: by seq, in the requested direction.
     hits.sort_by(|a, b| {
         let ta = a.get("_ts_nanos").and_then(|v| v.as_i64());
         let tb = b.get("_ts_nanos").and_then(|v| v.as_i64());
-        let ord = ta.cmp(&tb).then(seq_of(a).cmp(&seq_of(b)));
+        let ord = if req.by_seq {
+            seq_of(a).cmp(&seq_of(b))
+        } else {
+            ta.cmp(&tb).then(seq_of(a).cmp(&seq_of(b)))
+        };
         if req.ascending { ord } else { ord.reverse() }
     });
     for h in &mut hits {
@@ -197,21 +226,36 @@ fn hit(
 ) -> Result<BTreeMap<String, serde_json::Value>, SearchError> {
     let doc: TantivyDocument = searcher.doc(address)?;
     let schema = &index.schema;
-    let line = doc.get_first(schema.line).and_then(|v| v.as_str()).unwrap_or_default();
-    let (event, _) = read_line(line.as_bytes(), &ReadOptions { max_line_bytes: usize::MAX });
+    let line = doc
+        .get_first(schema.line)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let (event, _) = read_line(
+        line.as_bytes(),
+        &ReadOptions {
+            max_line_bytes: usize::MAX,
+        },
+    );
     let mut out = BTreeMap::new();
     for (k, v) in event.pairs() {
         out.insert(k.to_string(), serde_json::Value::String(v.to_string()));
     }
     let ts = doc.get_first(schema.ts).and_then(|v| v.as_datetime());
     if let Some(ts) = ts {
-        out.insert("_ts_nanos".into(), serde_json::Value::from(ts.into_timestamp_nanos()));
-        out.entry(keys::TS.to_string()).or_insert_with(|| date_text(ts));
+        out.insert(
+            "_ts_nanos".into(),
+            serde_json::Value::from(ts.into_timestamp_nanos()),
+        );
+        out.entry(keys::TS.to_string())
+            .or_insert_with(|| date_text(ts));
     }
     if let Some(seq) = doc.get_first(schema.seq).and_then(|v| v.as_u64()) {
         out.insert(keys::SEQ.into(), serde_json::Value::String(seq.to_string()));
     }
-    if let Some(ingest) = doc.get_first(schema.ingest_ts).and_then(|v| v.as_datetime()) {
+    if let Some(ingest) = doc
+        .get_first(schema.ingest_ts)
+        .and_then(|v| v.as_datetime())
+    {
         out.insert(keys::INGEST_TS.into(), date_text(ingest));
     }
     Ok(out)
@@ -242,7 +286,9 @@ pub fn histogram(
         Some(t) => parse_bound(t, now)?,
         None => now,
     };
-    let span_ms = u64::try_from((to - from).whole_milliseconds()).unwrap_or(0).max(1);
+    let span_ms = u64::try_from((to - from).whole_milliseconds())
+        .unwrap_or(0)
+        .max(1);
     let interval_ms = (span_ms / u64::from(buckets.unwrap_or(60).clamp(1, 1000))).max(1);
     aggregate::histogram(&index.reader.searcher(), &*query, interval_ms)
 }
@@ -257,4 +303,77 @@ pub fn fields(
 ) -> Result<serde_json::Map<String, serde_json::Value>, SearchError> {
     let (query, _) = build_query(index, req)?;
     aggregate::facets(index, &index.reader.searcher(), &*query, &FACET_FIELDS, 10)
+}
+
+/// Lines around one line, for `GET /api/v1/context`: from the same `task_id`, or when it
+/// has none, from the same `host` and `source`; oldest first, the line itself included.
+pub fn context(
+    index: &LogIndex,
+    seq: u64,
+    before: usize,
+    after: usize,
+) -> Result<SearchResponse, SearchError> {
+    let started = Instant::now();
+    let anchor = search(
+        index,
+        &SearchRequest {
+            q: format!("seq:{seq}"),
+            limit: Some(1),
+            ..Default::default()
+        },
+    )?;
+    let Some(hit) = anchor.hits.into_iter().next() else {
+        return Err(SearchError::BadRequest(format!("no line with seq {seq}")));
+    };
+    let quote = |v: &serde_json::Value| {
+        let s = v
+            .as_str()
+            .unwrap_or_default()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
+        format!("\"{s}\"")
+    };
+    let scope = match hit.get(keys::TASK_ID) {
+        Some(id) => format!("task_id:{}", quote(id)),
+        None => {
+            let mut parts = Vec::new();
+            for key in [keys::HOST, keys::SOURCE] {
+                match hit.get(key) {
+                    Some(v) => parts.push(format!("{key}:{}", quote(v))),
+                    None => parts.push(format!("-_exists_:{key}")),
+                }
+            }
+            parts.join(" ")
+        }
+    };
+    let older = search(
+        index,
+        &SearchRequest {
+            q: format!("{scope} seq:<{seq}"),
+            limit: Some(before),
+            ascending: false,
+            by_seq: true,
+            ..Default::default()
+        },
+    )?;
+    let newer = search(
+        index,
+        &SearchRequest {
+            q: format!("{scope} seq:>{seq}"),
+            limit: Some(after),
+            ascending: true,
+            by_seq: true,
+            ..Default::default()
+        },
+    )?;
+    let mut hits: Vec<_> = older.hits.into_iter().rev().collect();
+    hits.push(hit);
+    hits.extend(newer.hits);
+    Ok(SearchResponse {
+        total: hits.len() as u64,
+        hits,
+        columns: None,
+        rows: None,
+        took_ms: started.elapsed().as_millis() as u64,
+    })
 }

@@ -75,7 +75,12 @@ pub struct DecodeError {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "logfmt error at byte {}: expected {}", self.position, self.kind.expected())
+        write!(
+            f,
+            "logfmt error at byte {}: expected {}",
+            self.position,
+            self.kind.expected()
+        )
     }
 }
 
@@ -110,11 +115,14 @@ pub fn parse_strict(line: &[u8]) -> Result<Vec<Pair<'_>>, DecodeError> {
             i += 1;
         }
         if i == key_start {
-            return Err(err(i, match bytes[i] {
-                b'=' => DecodeErrorKind::EqualsWithoutKey,
-                b'"' => DecodeErrorKind::QuoteInKey,
-                _ => DecodeErrorKind::ControlCharacter,
-            }));
+            return Err(err(
+                i,
+                match bytes[i] {
+                    b'=' => DecodeErrorKind::EqualsWithoutKey,
+                    b'"' => DecodeErrorKind::QuoteInKey,
+                    _ => DecodeErrorKind::ControlCharacter,
+                },
+            ));
         }
         let key = &text[key_start..i];
         if i >= bytes.len() || is_separator(bytes[i]) {
@@ -132,7 +140,10 @@ pub fn parse_strict(line: &[u8]) -> Result<Vec<Pair<'_>>, DecodeError> {
             if i < bytes.len() && !is_separator(bytes[i]) {
                 return Err(err(i, DecodeErrorKind::MissingSeparator));
             }
-            pairs.push(Pair { key, value: Some(value) });
+            pairs.push(Pair {
+                key,
+                value: Some(value),
+            });
         } else {
             let value_start = i;
             while i < bytes.len() && !is_separator(bytes[i]) {
@@ -145,7 +156,10 @@ pub fn parse_strict(line: &[u8]) -> Result<Vec<Pair<'_>>, DecodeError> {
                     _ => i += 1,
                 }
             }
-            pairs.push(Pair { key, value: Some(Cow::Borrowed(&text[value_start..i])) });
+            pairs.push(Pair {
+                key,
+                value: Some(Cow::Borrowed(&text[value_start..i])),
+            });
         }
     }
 }
@@ -209,10 +223,14 @@ fn parse_quoted(text: &str, open: usize) -> Result<(Cow<'_, str>, usize), Decode
 }
 
 fn hex4(bytes: &[u8], at: usize, esc: usize) -> Result<u32, DecodeError> {
-    let digits = bytes.get(at..at + 4).ok_or(err(esc, DecodeErrorKind::BadEscape))?;
+    let digits = bytes
+        .get(at..at + 4)
+        .ok_or(err(esc, DecodeErrorKind::BadEscape))?;
     let mut v = 0u32;
     for &d in digits {
-        let n = (d as char).to_digit(16).ok_or(err(esc, DecodeErrorKind::BadEscape))?;
+        let n = (d as char)
+            .to_digit(16)
+            .ok_or(err(esc, DecodeErrorKind::BadEscape))?;
         v = v * 16 + n;
     }
     Ok(v)
@@ -246,7 +264,9 @@ pub struct ReadOptions {
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        Self { max_line_bytes: 64 * 1024 }
+        Self {
+            max_line_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -299,7 +319,10 @@ pub fn read_line(line: &[u8], options: &ReadOptions) -> (Event, LineFlags) {
         Ok(pairs) if looks_like_logfmt(&pairs) => {
             flags.logfmt = true;
             for p in pairs {
-                let value = p.value.map(Cow::into_owned).unwrap_or_else(|| "true".to_string());
+                let value = p
+                    .value
+                    .map(Cow::into_owned)
+                    .unwrap_or_else(|| "true".to_string());
                 event.push(p.key, value);
             }
         }

@@ -42,9 +42,7 @@ pub fn write_value(out: &mut String, value: &str) {
             '\t' => Some("\\t"),
             _ => None,
         };
-        let special = escape.is_some()
-            || c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}');
+        let special = escape.is_some() || c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
         if !special {
             continue;
         }

@@ -1,0 +1,146 @@
+//! Ingest throughput: `cargo bench -p spoor-collector --bench ingest`.
+//!
+//! Starts a real collector in this process (HTTP on loopback, parsing, hash chain, group
+//! commit with fsync, and the indexer following along), posts the lines of
+//! `../shared/corpus/loghub/*.log` in batches of 1,000 from 4 concurrent clients, and waits
+//! for every acknowledgement. Then, as the baseline, writes the same batches to one plain
+//! file with an fsync after each. Prints MB/s, events/s and the ratio.
+//! `SPOOR_BENCH_MB` sets the volume (default 64).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn corpus_lines() -> Vec<String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/loghub");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus at {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .expect("corpus file")
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn main() {
+    let target_mb: usize = std::env::var("SPOOR_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let lines = corpus_lines();
+    let mut batches: Vec<Vec<u8>> = Vec::new();
+    let mut total_bytes = 0usize;
+    let mut total_lines = 0usize;
+    let mut i = 0usize;
+    while total_bytes < target_mb << 20 {
+        let mut body = Vec::new();
+        for _ in 0..1000 {
+            body.extend_from_slice(lines[i % lines.len()].as_bytes());
+            body.push(b'\n');
+            i += 1;
+        }
+        total_bytes += body.len();
+        total_lines += 1000;
+        batches.push(body);
+    }
+    println!(
+        "ingest: {} batches, {total_lines} lines, {:.1} MB",
+        batches.len(),
+        total_bytes as f64 / 1e6
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (elapsed, acked) = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = spoor_collector::CollectorConfig {
+            data_dir: dir.path().join("collector"),
+            listen: addr,
+            ..Default::default()
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(spoor_collector::server::run(config, listener, async move {
+            let _ = stop_rx.await;
+        }));
+        let client = reqwest::Client::new();
+        let url = format!("http://{addr}/api/v1/ingest");
+        let queue = std::sync::Arc::new(tokio::sync::Mutex::new(
+            batches.clone().into_iter().enumerate(),
+        ));
+        let started = Instant::now();
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let (client, url, queue) = (client.clone(), url.clone(), queue.clone());
+                tokio::spawn(async move {
+                    let mut acked = 0usize;
+                    loop {
+                        let next = queue.lock().await.next();
+                        let Some((n, body)) = next else { break };
+                        let resp = client
+                            .post(&url)
+                            .header("Idempotency-Key", format!("bench-{n}"))
+                            .body(body)
+                            .send()
+                            .await
+                            .expect("post");
+                        assert!(
+                            resp.status().is_success(),
+                            "ingest answered {}",
+                            resp.status()
+                        );
+                        acked += 1;
+                        if n % 50 == 0 {
+                            eprintln!("  ingest: {n} batches posted");
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let mut acked = 0;
+        for w in workers {
+            acked += w.await.expect("worker");
+        }
+        let elapsed = started.elapsed();
+        let _ = stop_tx.send(());
+        server.await.expect("server task").expect("collector ran");
+        (elapsed, acked)
+    });
+    assert_eq!(acked, batches.len());
+
+    let path = dir.path().join("baseline.log");
+    let mut file = std::fs::File::create(&path).expect("baseline file");
+    let started = Instant::now();
+    for b in &batches {
+        file.write_all(b).expect("write");
+        file.sync_data().expect("fsync");
+    }
+    let baseline = started.elapsed();
+
+    let mb = total_bytes as f64 / 1e6;
+    let ours = mb / elapsed.as_secs_f64();
+    let base = mb / baseline.as_secs_f64();
+    println!(
+        "  spoor collector (HTTP, parse, hash chain, fsync): {ours:8.1} MB/s  {:10.0} events/s",
+        total_lines as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  plain append + fsync per batch (baseline):        {base:8.1} MB/s  {:10.0} events/s",
+        total_lines as f64 / baseline.as_secs_f64()
+    );
+    println!("  ratio: {:.2}x the baseline", ours / base);
+}

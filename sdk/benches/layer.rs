@@ -1,0 +1,2 @@
+//! Placeholder until the layer benchmark lands.
+fn main() {}

@@ -1,0 +1,2 @@
+//! The email pipeline example (being written).
+fn main() {}
