@@ -18,8 +18,10 @@
 //! - When the buffer is full the [`FullPolicy`] decides: `block` stops reading from the
 //!   channel (so inputs stop) and retries every 100 ms, `drop_newest` drops the batch,
 //!   `drop_oldest` drops the oldest unacknowledged segment and retries. A full disk is
-//!   handled like `block`. Drops are counted and, once an append succeeds again, reported
-//!   in one `level=warn` event.
+//!   handled like `block`. Drops are counted (`dropped_events` for `drop_newest`,
+//!   `dropped_batches` for `drop_oldest`) and, once the pressure is over (an append
+//!   meets no full buffer and leaves it under half full; tried every second even without
+//!   new lines), reported in one `level=warn` event.
 //! - At shutdown the batcher drains the channel until every input has hung up, writes the
 //!   last batch and fsyncs; while shutting down, a batch that cannot be written is dropped
 //!   (counted) instead of blocking the exit.
@@ -92,6 +94,11 @@ pub(crate) struct BatchState {
     durable_id: u64,
     sync_deadline: Option<Instant>,
     dropped_unreported: u64,
+    /// The last append met a full buffer or left it over half full (the pressure is not
+    /// over).
+    last_append_full: bool,
+    /// Batches dropped by `drop_oldest` and not yet reported.
+    dropped_batches_unreported: u64,
     /// The keep mark last given to the buffer.
     kept_from: Option<u64>,
 }
@@ -116,6 +123,9 @@ impl Batcher {
                 }
                 _ = tokio::time::sleep_until(sync_deadline.unwrap_or(now).into()), if sync_deadline.is_some() => {
                     self.sync(false).await?;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)), if self.state.dropped_unreported > 0 || self.state.dropped_batches_unreported > 0 => {
+                    self.try_report_drops().await;
                 }
             }
         }
@@ -165,7 +175,9 @@ impl Batcher {
         if let Some(id) = appended {
             self.state.last_id = id;
             inc(&self.metrics.batches_appended, 1);
-            if self.state.dropped_unreported > 0 {
+            let unreported =
+                self.state.dropped_unreported > 0 || self.state.dropped_batches_unreported > 0;
+            if unreported && !self.state.last_append_full {
                 self.report_drops();
             }
         }
@@ -194,26 +206,44 @@ impl Batcher {
     /// Appends with the full-buffer policy. `None` when the batch was dropped.
     async fn append(&mut self, mut data: Vec<u8>, events: u64) -> Option<u64> {
         let mut warned = false;
+        self.state.last_append_full = false;
         loop {
             let (back, result, durable, deadline) = self
                 .buffer
                 .run(move |b| {
                     let r = b.append(&data);
-                    (data, r, b.durable_id(), b.sync_deadline())
+                    let half_full = b.used_bytes() > b.max_bytes() / 2;
+                    (
+                        data,
+                        r.map(|id| (id, half_full)),
+                        b.durable_id(),
+                        b.sync_deadline(),
+                    )
                 })
                 .await;
             data = back;
             self.after_write(durable, deadline);
             let stopping = *self.shutdown.borrow();
             let wait = match result {
-                Ok(id) => return Some(id),
+                Ok((id, half_full)) => {
+                    // The pressure is over once the buffer is back under half full.
+                    self.state.last_append_full |= half_full;
+                    return Some(id);
+                }
                 Err(BufferError::Full { used, max, .. }) => {
                     inc(&self.metrics.buffer_full, 1);
+                    self.state.last_append_full = true;
                     match self.policy {
                         FullPolicy::DropNewest => return self.drop_batch(events, "buffer full"),
                         FullPolicy::DropOldest => {
+                            let before = self.buffer.run(|b| b.stats().records_dropped).await;
                             match self.buffer.run(|b| b.drop_oldest_unacked()).await {
-                                Ok(Some(_)) => continue,
+                                Ok(Some(_)) => {
+                                    let after =
+                                        self.buffer.run(|b| b.stats().records_dropped).await;
+                                    self.state.dropped_batches_unreported += after - before;
+                                    continue;
+                                }
                                 Ok(None) => {
                                     return self
                                         .drop_batch(events, "buffer full and nothing to drop");
@@ -274,15 +304,53 @@ impl Batcher {
 
     /// Adds one event saying how many events were dropped to the (new) current batch.
     fn report_drops(&mut self) {
-        let n = std::mem::take(&mut self.state.dropped_unreported);
-        let raw =
-            format!("level=warn msg=\"spoor agent dropped events\" dropped_events={n} kind=log");
+        let raw = self.drop_report();
+        self.state.dropped_unreported = 0;
+        self.state.dropped_batches_unreported = 0;
         let (line, _) = self.enricher.enrich(raw.as_bytes(), "agent");
         let s = &mut self.state;
         s.batch.extend_from_slice(line.as_bytes());
         s.batch.push(b'\n');
         s.events += 1;
         s.started.get_or_insert_with(Instant::now);
+    }
+
+    /// The raw report line of the drops not yet reported.
+    fn drop_report(&self) -> String {
+        format!(
+            "level=warn msg=\"spoor agent dropped events\" dropped_events={} dropped_batches={} kind=log",
+            self.state.dropped_unreported, self.state.dropped_batches_unreported
+        )
+    }
+
+    /// With nothing else to write, appends the drop report on its own once the buffer has
+    /// room again (it is not itself dropped when there is none: it waits).
+    async fn try_report_drops(&mut self) {
+        if self.state.events > 0 {
+            return;
+        }
+        let raw = self.drop_report();
+        let (line, _) = self.enricher.enrich(raw.as_bytes(), "agent");
+        let data = format!("{line}\n").into_bytes();
+        let (result, durable, deadline) = self
+            .buffer
+            .run(move |b| {
+                let r = if b.used_bytes() > b.max_bytes() / 2 {
+                    Err(BufferError::Config("still over half full".into()))
+                } else {
+                    b.append(&data)
+                };
+                (r, b.durable_id(), b.sync_deadline())
+            })
+            .await;
+        self.after_write(durable, deadline);
+        if let Ok(id) = result {
+            self.state.last_id = id;
+            self.state.dropped_unreported = 0;
+            self.state.dropped_batches_unreported = 0;
+            inc(&self.metrics.batches_appended, 1);
+            tracing::info!("Reported dropped events: the buffer has room again.");
+        }
     }
 
     fn after_write(&mut self, durable: u64, deadline: Option<Instant>) {
@@ -322,8 +390,8 @@ impl Batcher {
             if *id > self.state.durable_id {
                 break;
             }
-            if let Some((_, p)) = self.state.pending.pop_front() {
-                ready.extend(p);
+            if let Some((id, p)) = self.state.pending.pop_front() {
+                ready.extend(p.into_iter().map(|p| FilePosition { record: id, ..p }));
             }
         }
         if ready.is_empty() {

@@ -15,6 +15,15 @@ impl BufferHandle {
         BufferHandle(Arc::new(Mutex::new(buffer)))
     }
 
+    /// Runs `f` with the buffer on this thread (for threads that may block).
+    pub(crate) fn blocking<T>(&self, f: impl FnOnce(&mut DiskBuffer) -> T) -> T {
+        let mut guard = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    }
+
     /// Runs `f` with the buffer on the blocking pool.
     pub(crate) async fn run<T: Send + 'static>(
         &self,

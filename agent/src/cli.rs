@@ -23,6 +23,12 @@ pub struct AgentArgs {
     /// Files to tail (repeatable; wildcards in the file name).
     #[arg(long = "file")]
     files: Vec<String>,
+    /// Accept syslog over TCP on this address (RFC 5424/3164).
+    #[arg(long, env = "SPOOR_SYSLOG")]
+    syslog: Option<SocketAddr>,
+    /// An SDK spill directory to pick up (repeatable).
+    #[arg(long = "spill-dir")]
+    spill_dirs: Vec<PathBuf>,
     /// Address for /metrics and /healthz [default: 127.0.0.1:8742].
     #[arg(long, env = "SPOOR_ADMIN")]
     admin: Option<SocketAddr>,
@@ -51,6 +57,10 @@ pub fn load(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
         config.listen = Some(args.listen.clone());
     }
     config.files.extend(args.files.iter().cloned());
+    config.spill_dirs.extend(args.spill_dirs.iter().cloned());
+    if let Some(a) = args.syslog {
+        config.syslog = Some(a);
+    }
     if let Some(a) = args.admin {
         config.admin = a;
     }

@@ -38,8 +38,13 @@ pub struct AgentConfig {
     /// Files to tail. Each is a path whose file name may hold `*` and `?` wildcards
     /// (`/var/log/app/*.log`); directories must be literal. Default none.
     pub files: Vec<String>,
-    /// Spill directories of the SDK to pick up (not read yet). Default none.
+    /// Spill directories of the SDK to pick up: their `spill-*.log` files are forwarded
+    /// with `source=spill` and removed once the collector acknowledged all their lines.
+    /// Default none.
     pub spill_dirs: Vec<PathBuf>,
+    /// Address to accept syslog over TCP on (RFC 5424 and RFC 3164, octet-counted or
+    /// newline framing). Default none.
+    pub syslog: Option<SocketAddr>,
     /// Address of the admin HTTP server (`/healthz`, `/metrics`). Default `127.0.0.1:8742`.
     pub admin: SocketAddr,
     /// Longer lines are cut and flagged `truncated=true`; the rest of the line up to its
@@ -67,6 +72,7 @@ impl Default for AgentConfig {
             listen: None,
             files: Vec::new(),
             spill_dirs: Vec::new(),
+            syslog: None,
             admin: SocketAddr::from(([127, 0, 0, 1], 8742)),
             max_line_bytes: 64 * 1024,
             max_connections: 1024,

@@ -7,14 +7,27 @@
 //! inputs (socket, file) → enrich → batch → disk buffer → forward → collector
 //! ```
 //!
-//! - `inputs`: lines over TCP/Unix sockets and tailed files (read positions persisted
-//!   only once the lines are durable in the buffer).
+//! - `inputs`: lines over TCP/Unix sockets, tailed files and the SDK's spill files (read
+//!   positions travel with the lines into the buffer, so a restart neither skips nor
+//!   repeats a line), syslog over TCP.
 //! - `enrich`: the lenient decoder, then `agent`, `source`, `host`, `ts`.
 //! - `batch`: groups lines into buffer records; applies the full-buffer policy.
 //! - [`buffer`]: the crash-safe disk buffer ("delete only after ack").
 //! - `forward`: POSTs records to `/api/v1/ingest` with an idempotency key
 //!   `{agent_id}-{record_id}`, retries forever with backoff, dead-letters 4xx answers.
 //! - `admin`: `/healthz` and `/metrics`.
+//!
+//! # What "nothing lost" covers
+//!
+//! - **Files and spill files**: exactly once across kill -9. Each buffer record carries the
+//!   read positions its lines reached, so lines and positions are durable together
+//!   (`inputs::positions` documents the checkpoint and the recovery on start); the
+//!   collector answers a resent batch (same idempotency key) as a duplicate.
+//! - **TCP, Unix socket and syslog**: these have no per-line acknowledgement. A line the
+//!   agent has read is in the buffer within the fsync interval and is never lost after
+//!   that, but a line still in the kernel's socket buffers (or in the agent's memory
+//!   before the batch was written) when the agent is killed is lost to the agent: it is
+//!   the sender's to resend. The SDK's spill files exist for this reason.
 //!
 //! It owns neither the wire format (that is `spoor-sdk`) nor the command line (that is the
 //! `spoor` binary, which builds an [`AgentConfig`] and calls [`run`]).
@@ -64,6 +77,7 @@ use forward::Forwarder;
 use inputs::file::{FileInput, GlobPattern};
 use inputs::positions::{Positions, split_header};
 use inputs::socket::{self, SocketContext};
+use inputs::spill::SpillCleanup;
 use metrics::Metrics;
 
 /// Lines waiting between the inputs and the batcher.
@@ -117,6 +131,19 @@ pub async fn run(
         listeners.push(socket::bind(&addr).await?);
         tracing::info!(%addr, "Listening for lines.");
     }
+    let syslog_listener = match config.syslog {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    addr: format!("syslog {addr}"),
+                    source,
+                })?;
+            tracing::info!(%addr, "Listening for syslog over TCP.");
+            Some(l)
+        }
+        None => None,
+    };
     let admin_listener = tokio::net::TcpListener::bind(config.admin)
         .await
         .map_err(|source| AgentError::Bind {
@@ -149,12 +176,19 @@ pub async fn run(
             inputs_stop_rx.clone(),
         ));
     }
+    if let Some(l) = syslog_listener {
+        input_tasks.spawn(inputs::syslog::serve(
+            l,
+            socket_ctx.clone(),
+            inputs_stop_rx.clone(),
+        ));
+    }
     drop(socket_ctx);
     let file_stop = Arc::new(AtomicBool::new(false));
-    let file_thread = if config.files.is_empty() {
+    let file_thread = if config.files.is_empty() && config.spill_dirs.is_empty() {
         None
     } else {
-        let patterns = config
+        let mut patterns = config
             .files
             .iter()
             .map(|p| {
@@ -164,6 +198,11 @@ pub async fn run(
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        patterns.extend(config.spill_dirs.iter().map(|d| GlobPattern::spill_dir(d)));
+        let spill = (!config.spill_dirs.is_empty()).then(|| SpillCleanup {
+            positions: positions.clone(),
+            buffer: buffer.clone(),
+        });
         let input = FileInput {
             patterns,
             tx: tx.clone(),
@@ -175,6 +214,7 @@ pub async fn run(
             scan_interval: Duration::from_millis(250),
             read_interval: Duration::from_millis(100),
             partial_timeout: Duration::from_secs(1),
+            spill,
         };
         let handle = std::thread::Builder::new()
             .name("spoor-file-input".into())
@@ -262,10 +302,13 @@ async fn recover_positions(
         .await;
     let mut updates = Vec::new();
     let mut found = 0usize;
-    for (_, content) in records? {
+    for (id, content) in records? {
         if let (Some(p), _) = split_header(&content) {
             found += 1;
-            updates.extend(p);
+            updates.extend(
+                p.into_iter()
+                    .map(|p| inputs::positions::FilePosition { record: id, ..p }),
+            );
         }
     }
     if found > 0 {

@@ -13,16 +13,26 @@ pub(crate) enum InputKind {
     Tcp,
     Unix,
     File,
+    Spill,
+    Syslog,
 }
 
 impl InputKind {
-    pub(crate) const ALL: [InputKind; 3] = [InputKind::Tcp, InputKind::Unix, InputKind::File];
+    pub(crate) const ALL: [InputKind; 5] = [
+        InputKind::Tcp,
+        InputKind::Unix,
+        InputKind::File,
+        InputKind::Spill,
+        InputKind::Syslog,
+    ];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             InputKind::Tcp => "tcp",
             InputKind::Unix => "unix",
             InputKind::File => "file",
+            InputKind::Spill => "spill",
+            InputKind::Syslog => "syslog",
         }
     }
 }
@@ -40,7 +50,7 @@ pub(crate) struct InputCounters {
 /// All counters of one agent.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    inputs: [InputCounters; 3],
+    inputs: [InputCounters; 5],
     pub(crate) connections_rejected: AtomicU64,
     pub(crate) batches_appended: AtomicU64,
     pub(crate) events_forwarded: AtomicU64,

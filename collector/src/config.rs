@@ -28,6 +28,18 @@ pub struct CollectorConfig {
     pub index: IndexConfig,
     /// Audit log settings.
     pub audit: AuditConfig,
+    /// Serve HTTPS with this certificate and key (PEM files).
+    pub tls: Option<TlsConfig>,
+}
+
+/// The API's certificate and key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 impl Default for CollectorConfig {
@@ -40,6 +52,7 @@ impl Default for CollectorConfig {
             max_line_bytes: 64 * 1024,
             index: IndexConfig::default(),
             audit: AuditConfig::default(),
+            tls: None,
         }
     }
 }

@@ -77,10 +77,27 @@ pub async fn run(
         metrics: Arc::new(Metrics::default()),
     };
     let local = listener.local_addr().map_err(Error::Serve)?;
-    tracing::info!(listen = %local, "Collector listening.");
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let tls = match &state.config.tls {
+        Some(t) => Some(crate::http::tls::server_config(&t.cert_file, &t.key_file)?),
+        None => None,
+    };
+    let app = router(state);
+    let served = match tls {
+        Some(tls) => {
+            tracing::info!(listen = %local, "Collector listening (HTTPS).");
+            let listener =
+                crate::http::tls::TlsListener::new(listener, tls).map_err(Error::Serve)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            tracing::info!(listen = %local, "Collector listening.");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     tracing::info!("Collector stopping: committing the audit log and index.");
     let closed = writer.shutdown().await;
     let indexed = tokio::task::spawn_blocking(move || indexer.shutdown())

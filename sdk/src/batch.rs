@@ -97,7 +97,10 @@ where
     C: Fn(&E) -> ErrorClass,
     F: FnMut(&I, u32) -> Result<(), E>,
 {
-    let mut report = BatchReport { succeeded: 0, failed: Vec::new() };
+    let mut report = BatchReport {
+        succeeded: 0,
+        failed: Vec::new(),
+    };
     for item in items {
         let id = item_id(&item);
         let run = TaskRun::new(batch.task(), batch.task_id())
@@ -138,7 +141,13 @@ mod tests {
             &TaskRun::new("t", "b1"),
             ["ok", "flaky", "broken", "bad", "ok2"],
             |item| item.to_string(),
-            |e: &&str| if *e == "invalid" { ErrorClass::Permanent } else { ErrorClass::Retryable },
+            |e: &&str| {
+                if *e == "invalid" {
+                    ErrorClass::Permanent
+                } else {
+                    ErrorClass::Retryable
+                }
+            },
             |item, attempt| {
                 *tries.entry(*item).or_insert(0) += 1;
                 match *item {
@@ -160,12 +169,21 @@ mod tests {
     #[cfg(feature = "json")]
     #[test]
     fn response_has_the_queue_trigger_shape() {
-        let report = BatchReport { succeeded: 1, failed: vec!["a", "b"] };
+        let report = BatchReport {
+            succeeded: 1,
+            failed: vec!["a", "b"],
+        };
         assert_eq!(
             report.to_response(),
             serde_json::json!({"batchItemFailures": [{"itemIdentifier": "a"}, {"itemIdentifier": "b"}]})
         );
-        let empty: BatchReport<&str> = BatchReport { succeeded: 2, failed: vec![] };
-        assert_eq!(empty.to_response(), serde_json::json!({"batchItemFailures": []}));
+        let empty: BatchReport<&str> = BatchReport {
+            succeeded: 2,
+            failed: vec![],
+        };
+        assert_eq!(
+            empty.to_response(),
+            serde_json::json!({"batchItemFailures": []})
+        );
     }
 }

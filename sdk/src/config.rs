@@ -52,9 +52,9 @@ impl FromStr for AgentAddr {
             return Ok(AgentAddr::Unix(PathBuf::from(path)));
         }
         if let Some(addr) = s.strip_prefix("tcp:") {
-            let port_ok = addr.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok()
-            });
+            let port_ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !port_ok {
                 return Err("`tcp:` needs HOST:PORT".into());
             }
@@ -268,8 +268,10 @@ mod tests {
     use super::*;
 
     fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: Vec<(String, String)> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
     }
 
@@ -321,7 +323,11 @@ mod tests {
         assert_eq!(c.queue_capacity, 16);
         assert_eq!(c.debug_buffer_bytes, Some(65536));
         let c = c.with_default_version("9.9.9");
-        assert_eq!(c.version.as_deref(), Some("1.4.2+a1b2c3d"), "the environment wins");
+        assert_eq!(
+            c.version.as_deref(),
+            Some("1.4.2+a1b2c3d"),
+            "the environment wins"
+        );
     }
 
     #[test]

@@ -135,7 +135,12 @@ impl DeadLetter {
 
     fn payload_fields(&self) -> PayloadFields {
         match &self.payload {
-            None => PayloadFields { payload_ref: None, payload: None, encoding: None, truncated: false },
+            None => PayloadFields {
+                payload_ref: None,
+                payload: None,
+                encoding: None,
+                truncated: false,
+            },
             Some(Payload::Ref(id)) => PayloadFields {
                 payload_ref: Some(id.clone()),
                 payload: None,
@@ -145,13 +150,24 @@ impl DeadLetter {
             Some(Payload::Inline(bytes)) => {
                 let truncated = bytes.len() > self.inline_limit;
                 let (payload, encoding) = match std::str::from_utf8(bytes) {
-                    Ok(text) => (cut_at_char_boundary(text, self.inline_limit).to_string(), None),
+                    Ok(text) => (
+                        cut_at_char_boundary(text, self.inline_limit).to_string(),
+                        None,
+                    ),
                     Err(_) => {
                         let kept = &bytes[..bytes.len().min(self.inline_limit)];
-                        (base64::engine::general_purpose::STANDARD.encode(kept), Some("base64"))
+                        (
+                            base64::engine::general_purpose::STANDARD.encode(kept),
+                            Some("base64"),
+                        )
                     }
                 };
-                PayloadFields { payload_ref: None, payload: Some(payload), encoding, truncated }
+                PayloadFields {
+                    payload_ref: None,
+                    payload: Some(payload),
+                    encoding,
+                    truncated,
+                }
             }
         }
     }
@@ -230,7 +246,8 @@ mod tests {
     #[test]
     fn reference_payload_is_reported_by_id() {
         let run = TaskRun::new("t", "id-1").with_payload_ref("blob/9");
-        let event = DeadLetter::new(&run, 2, "boom", at(1_800_000_000), at(1_800_000_005)).to_event();
+        let event =
+            DeadLetter::new(&run, 2, "boom", at(1_800_000_000), at(1_800_000_005)).to_event();
         let line = event.to_line();
         let (back, flags) = Event::from_line(line.as_bytes());
         assert!(flags.logfmt);
@@ -240,8 +257,14 @@ mod tests {
         assert_eq!(back.get("task_id"), Some("id-1"));
         assert_eq!(back.get("attempts"), Some("2"));
         assert_eq!(back.get("error"), Some("boom"));
-        assert_eq!(back.get("first_failed"), Some("2027-01-15T08:00:00.000000000Z"));
-        assert_eq!(back.get("last_failed"), Some("2027-01-15T08:00:05.000000000Z"));
+        assert_eq!(
+            back.get("first_failed"),
+            Some("2027-01-15T08:00:00.000000000Z")
+        );
+        assert_eq!(
+            back.get("last_failed"),
+            Some("2027-01-15T08:00:05.000000000Z")
+        );
         assert_eq!(back.get("payload_ref"), Some("blob/9"));
         assert!(!back.contains("payload"));
     }
@@ -249,7 +272,9 @@ mod tests {
     #[test]
     fn utf8_inline_payload_is_cut_on_a_char_boundary() {
         let run = TaskRun::new("t", "id").with_inline_payload("héllo wörld".as_bytes());
-        let event = DeadLetter::new(&run, 1, "e", at(0), at(0)).with_inline_limit(2).to_event();
+        let event = DeadLetter::new(&run, 1, "e", at(0), at(0))
+            .with_inline_limit(2)
+            .to_event();
         assert_eq!(event.get("payload"), Some("h"));
         assert_eq!(event.get("payload_truncated"), Some("true"));
         assert!(!event.contains("payload_encoding"));
@@ -266,7 +291,9 @@ mod tests {
         assert_eq!(event.get("payload"), Some("/wD+QQ=="));
         assert_eq!(event.get("payload_encoding"), Some("base64"));
 
-        let event = DeadLetter::new(&run, 1, "e", at(0), at(0)).with_inline_limit(3).to_event();
+        let event = DeadLetter::new(&run, 1, "e", at(0), at(0))
+            .with_inline_limit(3)
+            .to_event();
         assert_eq!(event.get("payload"), Some("/wD+"));
         assert_eq!(event.get("payload_truncated"), Some("true"));
     }

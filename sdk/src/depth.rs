@@ -34,7 +34,9 @@ pub struct RecursionGuard {
 impl Default for RecursionGuard {
     /// A guard with the limit [`DEFAULT_MAX_DEPTH`].
     fn default() -> Self {
-        RecursionGuard { max_depth: DEFAULT_MAX_DEPTH }
+        RecursionGuard {
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
     }
 }
 
@@ -141,10 +143,14 @@ mod tests {
         let guard = RecursionGuard::default();
         let mut run = TaskRun::new("t", "0");
         for expected in 1..=10 {
-            run = guard.child_run(&run, "t", expected.to_string()).expect("within the limit");
+            run = guard
+                .child_run(&run, "t", expected.to_string())
+                .expect("within the limit");
             assert_eq!(run.depth(), expected);
         }
-        let error = guard.child_run(&run, "u", "11").expect_err("past the limit");
+        let error = guard
+            .child_run(&run, "u", "11")
+            .expect_err("past the limit");
         assert_eq!(
             error,
             DepthError {
@@ -173,7 +179,9 @@ mod tests {
         let parent = TaskRun::new("parse_email", "r1").with_depth(depth_of(&parent_payload));
         let mut fields = serde_json::Map::new();
         fields.insert("link_id".into(), "l7".into());
-        let child = guard.child_payload(&parent, "link_analysis", fields).expect("allowed");
+        let child = guard
+            .child_payload(&parent, "link_analysis", fields)
+            .expect("allowed");
         assert_eq!(child, serde_json::json!({"link_id": "l7", "depth": 4}));
         assert_eq!(depth_of(&child), 4);
         assert_eq!(depth_of(&serde_json::json!({})), 0);

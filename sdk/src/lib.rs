@@ -25,6 +25,22 @@ pub mod event;
 pub mod logfmt;
 pub mod timestamp;
 
+// The tracing layer, the transport to the agent and `spoor run` (issue 6).
+pub mod config;
+mod guard;
+pub mod layer;
+mod panic;
+pub mod run;
+pub mod spill;
+pub mod task;
+pub mod transport;
+
+pub use config::Config;
+pub use guard::{Guard, InitError, flush, init, spoor_layer};
+pub use layer::SpoorLayer;
+pub use task::{TaskGuard, task};
+pub use transport::FlushReport;
+
 // Helpers that make task code safe to retry (issue 7).
 pub mod batch;
 pub mod clock;

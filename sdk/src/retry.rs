@@ -178,12 +178,10 @@ impl RetryPolicy {
     /// `min(cap, base * 2^(attempt-1))`: the upper bound of the sleep after attempt
     /// `attempt` (counted from 1) fails.
     pub fn delay_ceiling(&self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(1);
-        let factor = 1u32.checked_shl(doublings).unwrap_or(u32::MAX);
-        if doublings >= 32 {
-            return self.max_delay;
+        match 1u32.checked_shl(attempt.saturating_sub(1)) {
+            Some(factor) => self.base_delay.saturating_mul(factor).min(self.max_delay),
+            None => self.max_delay, // 2^32 or more times the base: past any sensible cap
         }
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
     }
 
     /// A full-jitter delay after attempt `attempt` fails: uniform in
@@ -374,7 +372,9 @@ mod tests {
         let policy = RetryPolicy::new()
             .with_base_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(1));
-        let ceilings: Vec<u128> = (1..=6).map(|a| policy.delay_ceiling(a).as_millis()).collect();
+        let ceilings: Vec<u128> = (1..=6)
+            .map(|a| policy.delay_ceiling(a).as_millis())
+            .collect();
         assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(policy.delay_ceiling(200), Duration::from_secs(1));
         assert_eq!(policy.delay_ceiling(u32::MAX), Duration::from_secs(1));
@@ -392,7 +392,10 @@ mod tests {
             // Full jitter, not "equal jitter": the lower half of the range is used too.
             // With 2000 uniform draws, missing either quarter has probability 2 * 0.75^2000.
             assert!(draws.iter().any(|d| *d < ceiling / 4), "attempt {attempt}");
-            assert!(draws.iter().any(|d| *d > ceiling * 3 / 4), "attempt {attempt}");
+            assert!(
+                draws.iter().any(|d| *d > ceiling * 3 / 4),
+                "attempt {attempt}"
+            );
         }
     }
 
@@ -407,12 +410,22 @@ mod tests {
         let (_, policy) = manual();
         let policy = policy.with_max_attempts(4);
         let calls = Mutex::new(Vec::new());
-        let result: Result<(), _> = policy.run(&TaskRun::new("t", "1"), |_| ErrorClass::Retryable, |a| {
-            calls.lock().expect("not poisoned").push(a);
-            Err("down")
-        });
+        let result: Result<(), _> = policy.run(
+            &TaskRun::new("t", "1"),
+            |_| ErrorClass::Retryable,
+            |a| {
+                calls.lock().expect("not poisoned").push(a);
+                Err("down")
+            },
+        );
         let error = result.expect_err("always fails");
-        assert!(matches!(error, RetryError::Exhausted { attempts: 4, error: "down" }));
+        assert!(matches!(
+            error,
+            RetryError::Exhausted {
+                attempts: 4,
+                error: "down"
+            }
+        ));
         assert_eq!(*calls.lock().expect("not poisoned"), [1, 2, 3, 4]);
     }
 
@@ -422,13 +435,29 @@ mod tests {
         let mut calls = 0;
         let result: Result<(), _> = policy.run(
             &TaskRun::new("t", "1"),
-            |e: &&str| if *e == "bad input" { ErrorClass::Permanent } else { ErrorClass::Retryable },
+            |e: &&str| {
+                if *e == "bad input" {
+                    ErrorClass::Permanent
+                } else {
+                    ErrorClass::Retryable
+                }
+            },
             |attempt| {
                 calls += 1;
-                if attempt == 1 { Err("timeout") } else { Err("bad input") }
+                if attempt == 1 {
+                    Err("timeout")
+                } else {
+                    Err("bad input")
+                }
             },
         );
-        assert!(matches!(result, Err(RetryError::Permanent { attempts: 2, error: "bad input" })));
+        assert!(matches!(
+            result,
+            Err(RetryError::Permanent {
+                attempts: 2,
+                error: "bad input"
+            })
+        ));
         assert_eq!(calls, 2);
         // Only the one retryable failure slept.
         assert!(clock.now() <= SystemTime::UNIX_EPOCH + policy.delay_ceiling(1));
@@ -442,12 +471,24 @@ mod tests {
             .with_base_delay(Duration::from_secs(1))
             .with_max_delay(Duration::from_secs(8))
             .with_deadline(Duration::from_secs(30));
-        let result: Result<(), _> =
-            policy.run(&TaskRun::new("t", "1"), |_| ErrorClass::Retryable, |_| Err("slow"));
+        let result: Result<(), _> = policy.run(
+            &TaskRun::new("t", "1"),
+            |_| ErrorClass::Retryable,
+            |_| Err("slow"),
+        );
         let error = result.expect_err("always fails");
-        assert!(matches!(error, RetryError::DeadlineExceeded { .. }), "{error:?}");
-        let spent = clock.now().duration_since(SystemTime::UNIX_EPOCH).expect("after epoch");
-        assert!(spent < Duration::from_secs(30), "slept past the deadline: {spent:?}");
+        assert!(
+            matches!(error, RetryError::DeadlineExceeded { .. }),
+            "{error:?}"
+        );
+        let spent = clock
+            .now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after epoch");
+        assert!(
+            spent < Duration::from_secs(30),
+            "slept past the deadline: {spent:?}"
+        );
         assert!(error.attempts() > 1 && error.attempts() < 1000);
     }
 
@@ -455,9 +496,13 @@ mod tests {
     fn success_after_transient_failures_returns_the_value() {
         let (clock, policy) = manual();
         let policy = policy.with_base_delay(Duration::from_secs(1));
-        let result = policy.run(&TaskRun::new("t", "1"), |_: &&str| ErrorClass::Retryable, |a| {
-            if a < 3 { Err("flaky") } else { Ok(a * 10) }
-        });
+        let result = policy.run(
+            &TaskRun::new("t", "1"),
+            |_: &&str| ErrorClass::Retryable,
+            |a| {
+                if a < 3 { Err("flaky") } else { Ok(a * 10) }
+            },
+        );
         assert_eq!(result.ok(), Some(30));
         // Two sleeps, each within its ceiling: at most 1 s + 2 s.
         assert!(clock.now() <= SystemTime::UNIX_EPOCH + Duration::from_secs(3));
@@ -466,31 +511,44 @@ mod tests {
     #[cfg(feature = "tokio")]
     #[tokio::test(start_paused = true)]
     async fn async_retry_respects_attempts_classification_and_deadline() {
-        let policy = RetryPolicy::new().with_max_attempts(3).with_base_delay(Duration::from_secs(1));
+        let policy = RetryPolicy::new()
+            .with_max_attempts(3)
+            .with_base_delay(Duration::from_secs(1));
         let run = TaskRun::new("t", "1");
 
         let result = policy
-            .run_async(&run, |_: &&str| ErrorClass::Retryable, |a| async move {
-                if a < 3 { Err("flaky") } else { Ok(a) }
-            })
+            .run_async(
+                &run,
+                |_: &&str| ErrorClass::Retryable,
+                |a| async move { if a < 3 { Err("flaky") } else { Ok(a) } },
+            )
             .await;
         assert_eq!(result.ok(), Some(3));
 
-        let result: Result<(), _> =
-            policy.run_async(&run, |_| ErrorClass::Retryable, |_| async { Err("down") }).await;
-        assert!(matches!(result, Err(RetryError::Exhausted { attempts: 3, .. })));
+        let result: Result<(), _> = policy
+            .run_async(&run, |_| ErrorClass::Retryable, |_| async { Err("down") })
+            .await;
+        assert!(matches!(
+            result,
+            Err(RetryError::Exhausted { attempts: 3, .. })
+        ));
 
-        let result: Result<(), _> =
-            policy.run_async(&run, |_| ErrorClass::Permanent, |_| async { Err("bad") }).await;
-        assert!(matches!(result, Err(RetryError::Permanent { attempts: 1, .. })));
+        let result: Result<(), _> = policy
+            .run_async(&run, |_| ErrorClass::Permanent, |_| async { Err("bad") })
+            .await;
+        assert!(matches!(
+            result,
+            Err(RetryError::Permanent { attempts: 1, .. })
+        ));
 
         let start = tokio::time::Instant::now();
         let policy = policy
             .with_max_attempts(1000)
             .with_max_delay(Duration::from_secs(8))
             .with_deadline(Duration::from_secs(30));
-        let result: Result<(), _> =
-            policy.run_async(&run, |_| ErrorClass::Retryable, |_| async { Err("slow") }).await;
+        let result: Result<(), _> = policy
+            .run_async(&run, |_| ErrorClass::Retryable, |_| async { Err("slow") })
+            .await;
         assert!(matches!(result, Err(RetryError::DeadlineExceeded { .. })));
         assert!(start.elapsed() < Duration::from_secs(30));
     }

@@ -81,7 +81,9 @@ pub struct SpillFileName {
 impl SpillFileName {
     /// Reads a file name (not a path); `None` when it is not a spill file.
     pub fn parse(name: &str) -> Option<SpillFileName> {
-        let rest = name.strip_prefix(SPILL_PREFIX)?.strip_suffix(SPILL_SUFFIX)?;
+        let rest = name
+            .strip_prefix(SPILL_PREFIX)?
+            .strip_suffix(SPILL_SUFFIX)?;
         let mut parts = rest.split('-');
         let (pid, start, seq) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
@@ -106,7 +108,11 @@ impl SpillFileName {
 
 impl std::fmt::Display for SpillFileName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{SPILL_PREFIX}{}-{}-{}{SPILL_SUFFIX}", self.pid, self.start_nanos, self.seq)
+        write!(
+            f,
+            "{SPILL_PREFIX}{}-{}-{}{SPILL_SUFFIX}",
+            self.pid, self.start_nanos, self.seq
+        )
     }
 }
 
@@ -157,7 +163,11 @@ impl SpillWriter {
             .unwrap_or(0);
         SpillWriter {
             config,
-            name: SpillFileName { pid: std::process::id(), start_nanos, seq: 0 },
+            name: SpillFileName {
+                pid: std::process::id(),
+                start_nanos,
+                seq: 0,
+            },
             file: None,
             file_bytes: 0,
             dir_bytes: 0,
@@ -166,16 +176,14 @@ impl SpillWriter {
         }
     }
 
-    pub(crate) fn dir(&self) -> &Path {
-        &self.config.dir
-    }
-
     /// Lines written to spill files so far.
+    #[cfg(test)]
     pub(crate) fn lines_written(&self) -> u64 {
         self.lines_written
     }
 
     /// Appends one `\n`-terminated line.
+    #[cfg(test)]
     pub(crate) fn write_line(&mut self, line: &[u8]) -> Result<(), SpillError> {
         self.write_chunk(line, 1)
     }
@@ -192,7 +200,8 @@ impl SpillWriter {
         for line in lines {
             let room = self.config.file_max_bytes.saturating_sub(self.file_bytes);
             if in_chunk > 0 && (chunk.len() + line.len()) as u64 > room.max(1) {
-                self.write_chunk(&chunk, in_chunk as u64).map_err(|e| (done, e))?;
+                self.write_chunk(&chunk, in_chunk as u64)
+                    .map_err(|e| (done, e))?;
                 done += in_chunk;
                 chunk.clear();
                 in_chunk = 0;
@@ -201,7 +210,8 @@ impl SpillWriter {
             in_chunk += 1;
         }
         if in_chunk > 0 {
-            self.write_chunk(&chunk, in_chunk as u64).map_err(|e| (done, e))?;
+            self.write_chunk(&chunk, in_chunk as u64)
+                .map_err(|e| (done, e))?;
         }
         Ok(())
     }
@@ -229,7 +239,10 @@ impl SpillWriter {
         }
         let path = self.path();
         let Some(file) = self.file.as_mut() else {
-            return Err(SpillError::Io { path, source: io::Error::other("no spill file open") });
+            return Err(SpillError::Io {
+                path,
+                source: io::Error::other("no spill file open"),
+            });
         };
         if let Err(source) = file.write_all(chunk) {
             // Whatever part of the chunk landed is an incomplete line; start a fresh file
@@ -251,14 +264,18 @@ impl SpillWriter {
         if self.file.is_some() || self.last_scan.is_some() {
             self.name.seq += 1;
         }
-        create_private_dir(&self.config.dir)
-            .map_err(|source| SpillError::Io { path: self.config.dir.clone(), source })?;
+        create_private_dir(&self.config.dir).map_err(|source| SpillError::Io {
+            path: self.config.dir.clone(),
+            source,
+        })?;
         let path = self.path();
         let mut options = OpenOptions::new();
         options.append(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(&path).map_err(|source| SpillError::Io { path, source })?;
+        let file = options
+            .open(&path)
+            .map_err(|source| SpillError::Io { path, source })?;
         self.file = Some(file);
         self.file_bytes = 0;
         self.rescan()?;
@@ -268,11 +285,17 @@ impl SpillWriter {
     /// Re-reads how many bytes the spill files in the directory take.
     fn rescan(&mut self) -> Result<(), SpillError> {
         let dir = &self.config.dir;
-        let entries =
-            std::fs::read_dir(dir).map_err(|source| SpillError::Io { path: dir.clone(), source })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| SpillError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let mut total = 0;
         for entry in entries.flatten() {
-            let is_spill = entry.file_name().to_str().and_then(SpillFileName::parse).is_some();
+            let is_spill = entry
+                .file_name()
+                .to_str()
+                .and_then(SpillFileName::parse)
+                .is_some();
             if is_spill {
                 total += entry.metadata().map(|m| m.len()).unwrap_or(0);
             }
@@ -323,10 +346,20 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_reject_strangers() {
-        let name = SpillFileName { pid: 42, start_nanos: 1_700_000_000_123_456_789, seq: 3 };
+        let name = SpillFileName {
+            pid: 42,
+            start_nanos: 1_700_000_000_123_456_789,
+            seq: 3,
+        };
         assert_eq!(name.to_string(), "spill-42-1700000000123456789-3.log");
         assert_eq!(SpillFileName::parse(&name.to_string()), Some(name));
-        for bad in ["spill-1-2.log", "spill-1-2-3-4.log", "spill-a-2-3.log", "spill-1-2-3.txt", "x"] {
+        for bad in [
+            "spill-1-2.log",
+            "spill-1-2-3-4.log",
+            "spill-a-2-3.log",
+            "spill-1-2-3.txt",
+            "x",
+        ] {
             assert_eq!(SpillFileName::parse(bad), None, "{bad}");
         }
         let next = SpillFileName { seq: 4, ..name };
@@ -346,7 +379,8 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut w = writer(tmp.path(), 30, 10_000);
         let lines: Vec<String> = (0..10).map(|i| format!("msg=line-{i}\n")).collect();
-        w.write_lines(lines.iter().map(|l| l.as_bytes())).expect("spill");
+        w.write_lines(lines.iter().map(|l| l.as_bytes()))
+            .expect("spill");
         let files = files(&tmp.path().join("spill"));
         assert!(files.len() > 1, "rotated: {files:?}");
         for (i, (name, text)) in files.iter().enumerate() {
@@ -367,7 +401,10 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut w = writer(tmp.path(), 1024, 4096);
         w.write_line(b"msg=x\n").expect("spill");
-        let dir_mode = std::fs::metadata(tmp.path().join("spill")).expect("dir").permissions().mode();
+        let dir_mode = std::fs::metadata(tmp.path().join("spill"))
+            .expect("dir")
+            .permissions()
+            .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
         let (name, _) = files(&tmp.path().join("spill")).remove(0);
         let path = tmp.path().join("spill").join(name.to_string());

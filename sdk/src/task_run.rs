@@ -35,7 +35,12 @@ pub struct TaskRun {
 impl TaskRun {
     /// A root run (depth 0) of `task` with the run ID `task_id` and no payload.
     pub fn new(task: impl Into<String>, task_id: impl Into<String>) -> Self {
-        TaskRun { task: task.into(), task_id: task_id.into(), depth: 0, payload: None }
+        TaskRun {
+            task: task.into(),
+            task_id: task_id.into(),
+            depth: 0,
+            payload: None,
+        }
     }
 
     /// Sets how many tasks deep this run is (0 for a run nobody started).

@@ -192,7 +192,10 @@ impl Transport {
             .name("spoor-transport".into())
             .spawn(move || Worker::new(worker_shared).run())
             .map_err(TransportError::Spawn)?;
-        Ok(Transport { shared, worker: Mutex::new(Some(worker)) })
+        Ok(Transport {
+            shared,
+            worker: Mutex::new(Some(worker)),
+        })
     }
 
     /// Hands one logfmt line to the agent (a trailing `\n` is added when missing). Never
@@ -237,7 +240,10 @@ impl Transport {
                 break;
             }
             // Bounded waits: a missed wake-up costs at most 50 ms, never a hang.
-            guard = match shared.progress_cv.wait_timeout(guard, left.min(Duration::from_millis(50))) {
+            guard = match shared
+                .progress_cv
+                .wait_timeout(guard, left.min(Duration::from_millis(50)))
+            {
                 Ok((g, _)) => g,
                 Err(e) => e.into_inner().0,
             };
@@ -282,14 +288,20 @@ impl Transport {
 
     /// The counts so far, without waiting.
     pub fn stats(&self) -> FlushReport {
-        self.report(self.shared.handled.load(Ordering::SeqCst) >= self.shared.enqueued.load(Ordering::SeqCst))
+        self.report(
+            self.shared.handled.load(Ordering::SeqCst)
+                >= self.shared.enqueued.load(Ordering::SeqCst),
+        )
     }
 
     fn report(&self, complete: bool) -> FlushReport {
         let s = &*self.shared;
         FlushReport {
             complete,
-            in_flight: s.enqueued.load(Ordering::SeqCst).saturating_sub(s.handled.load(Ordering::SeqCst)),
+            in_flight: s
+                .enqueued
+                .load(Ordering::SeqCst)
+                .saturating_sub(s.handled.load(Ordering::SeqCst)),
             sent: s.sent.load(Ordering::SeqCst),
             spilled: s.spilled.load(Ordering::SeqCst),
             dropped: s.dropped.load(Ordering::SeqCst),
@@ -402,10 +414,14 @@ impl Conn {
             AgentAddr::Unix(path) => Conn::Unix(std::os::unix::net::UnixStream::connect(path)?),
             #[cfg(not(unix))]
             AgentAddr::Unix(_) => {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, "no Unix sockets here"));
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "no Unix sockets here",
+                ));
             }
             AgentAddr::Tcp(addr) => {
-                let mut last = io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing");
+                let mut last =
+                    io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing");
                 let mut stream = None;
                 for a in addr.to_socket_addrs()? {
                     match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
@@ -441,7 +457,9 @@ impl Conn {
         match r {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted,
+            Err(e) => {
+                e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted
+            }
         }
     }
 
@@ -561,7 +579,9 @@ impl Worker {
             }
         }
         let notice_sent = notice.is_some() && sent > 0;
-        self.shared.sent.fetch_add((sent - usize::from(notice_sent)) as u64, Ordering::SeqCst);
+        self.shared
+            .sent
+            .fetch_add((sent - usize::from(notice_sent)) as u64, Ordering::SeqCst);
         if let Some((n, _)) = &notice {
             if notice_sent {
                 batch.pop_front();

@@ -4,6 +4,7 @@
 mod agent;
 mod audit;
 mod collector;
+mod run;
 mod search;
 
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ pub enum Command {
     /// Work with the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Run a program as a task: each line it prints becomes an event sent to the agent.
+    Run(run::RunArgs),
 }
 
 /// Sets up spoor's own diagnostics on stderr; `SPOOR_LOG` overrides the filter.
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Search(args) => search::run(args),
         Command::Tail(args) => search::tail(args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Run(args) => run::run(args),
     }
 }
 

@@ -363,13 +363,6 @@ impl Agent {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
-
-    /// Whether the agent process is still running.
-    pub fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
 }
 
 /// A small deterministic random source for tests (xorshift64*), seeded from the clock

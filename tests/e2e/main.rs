@@ -3,12 +3,18 @@
 //! - `cli`: the front door (`--help`, `--version`, errors).
 //! - `collector`: durable ingest, idempotency, crash safety and audit verification.
 //! - `search`: the query language against an independent count over the corpus.
+//! - `run`: `spoor run` turns a program's output and exit status into events.
 
 mod harness;
 
+mod agent_buffer_full;
 mod agent_exactly_once;
+mod agent_spill;
+mod agent_syslog;
 
 mod cli;
 mod collector;
 mod pipeline;
+mod run;
 mod search;
+mod tls;

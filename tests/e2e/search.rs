@@ -301,6 +301,7 @@ fn tail_streams_new_matching_lines_and_context_shows_the_task_run() {
         rx.recv_timeout(Duration::from_millis(500)).ok()
     });
     let _ = tail.kill();
+    let _ = tail.wait();
     assert!(
         first.contains("marker=tail-x") && first.contains("msg=\"live "),
         "{first}"

@@ -131,7 +131,6 @@ impl Ledger {
         self.dirty
     }
 
-    #[cfg(test)]
     pub(crate) fn done_through(&self) -> u64 {
         self.done_through
     }

@@ -578,6 +578,22 @@ impl DiskBuffer {
         }
     }
 
+    /// Bytes of all segment files (cheap, unlike [`DiskBuffer::stats`]).
+    pub fn used_bytes(&self) -> u64 {
+        self.bytes()
+    }
+
+    /// The configured size cap ([`BufferConfig::max_total_bytes`]).
+    pub fn max_bytes(&self) -> u64 {
+        self.config.max_total_bytes
+    }
+
+    /// Whether every record up to `id` is durably done: acknowledged (or dead-lettered,
+    /// or dropped), and the ledger saying so is on disk.
+    pub fn all_done_through(&self, id: u64) -> bool {
+        !self.ledger.is_dirty() && self.ledger.done_through() >= id
+    }
+
     /// Moves the keep mark (see [`BufferConfig::keep_from_id`]) and deletes the finished
     /// segments it no longer keeps, if all their records are done.
     pub fn keep_from(&mut self, id: Option<u64>) {

@@ -864,3 +864,43 @@ fn sealed_segments_record_their_cipher_and_need_its_key() {
         DiskBuffer::open_with_cipher(dir.path(), sync_config(), Arc::new(XorCipher)).unwrap();
     assert_eq!(drain(&mut buffer), vec![(1, b"secret=1".to_vec())]);
 }
+
+#[test]
+fn kept_segments_survive_acks_and_reopen_until_the_mark_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = open(
+        dir.path(),
+        BufferConfig {
+            keep_from_id: Some(2),
+            ..three_per_segment()
+        },
+    );
+    for i in 1..=7 {
+        assert_eq!(b.append(&batch(i)).unwrap(), i);
+    }
+    let ids = drain_ids(&mut b);
+    b.ack_many(ids).unwrap();
+    // Segments [1,2,3] and [4,5,6] are done, but hold records at or above 2.
+    assert_eq!(segment_files(dir.path()).len(), 3);
+    crash(b);
+    let mut b = open(
+        dir.path(),
+        BufferConfig {
+            keep_from_id: Some(5),
+            ..three_per_segment()
+        },
+    );
+    // Done records are still readable for their metadata, but never handed out again.
+    let after: Vec<u64> = b
+        .contents_after(4)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(after, vec![5, 6, 7]);
+    assert_eq!(b.contents_after(6).unwrap(), vec![(7, batch(7))]);
+    assert!(drain_ids(&mut b).is_empty());
+    assert_eq!(segment_files(dir.path()).len(), 2, "[1,2,3] went at open");
+    b.keep_from(None);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+}

@@ -10,7 +10,8 @@
 //! - a **partial last line** waits for its newline, and is sent as it is after 1 s without
 //!   new data; `\r\n` endings are handled by the decoder.
 //!
-//! Every line carries the offset just after it ([`FilePosition`]); the batcher persists it
+//! Every line carries the offset just after it ([`FilePosition`]), so whichever line ends a
+//! batch, the batch's record carries the positions of all its lines; they are checkpointed
 //! only once the line is durable in the disk buffer ([`super::positions`]). On start, a file
 //! whose inode and fingerprint match a stored position resumes there; any other file is read
 //! from its start (nothing is skipped, including files that existed before the first start).
@@ -29,9 +30,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use spoor_sdk::spill::{SPILL_PREFIX, SPILL_SUFFIX, SpillFileName};
+
 use super::InputLine;
 use super::lines::LineSplitter;
 use super::positions::{FINGERPRINT_BYTES, FileKey, FilePosition, fingerprint, resumable};
+use super::spill::SpillCleanup;
 use crate::enrich::Enricher;
 use crate::metrics::{InputKind, Metrics, inc};
 
@@ -40,6 +44,8 @@ use crate::metrics::{InputKind, Metrics, inc};
 pub(crate) struct GlobPattern {
     dir: PathBuf,
     name: Vec<u8>,
+    /// The SDK's spill files in `dir` ([`super::spill`]).
+    spill: bool,
 }
 
 impl GlobPattern {
@@ -66,7 +72,17 @@ impl GlobPattern {
         Ok(GlobPattern {
             dir,
             name: name.as_bytes().to_vec(),
+            spill: false,
         })
+    }
+
+    /// The spill files of the SDK in `dir`.
+    pub(crate) fn spill_dir(dir: &Path) -> Self {
+        GlobPattern {
+            dir: dir.to_path_buf(),
+            name: format!("{SPILL_PREFIX}*{SPILL_SUFFIX}").into_bytes(),
+            spill: true,
+        }
     }
 
     /// Whether a file name matches the name pattern.
@@ -83,7 +99,7 @@ impl GlobPattern {
     }
 
     /// Regular files in the directory that match, with their keys.
-    fn scan(&self, found: &mut HashMap<FileKey, PathBuf>) {
+    fn scan(&self, found: &mut HashMap<FileKey, (PathBuf, bool)>) {
         use std::os::unix::ffi::OsStrExt;
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
@@ -95,7 +111,9 @@ impl GlobPattern {
             let path = entry.path();
             if let Ok(meta) = std::fs::metadata(&path) {
                 if meta.is_file() {
-                    found.entry(FileKey::of(&meta)).or_insert(path);
+                    found
+                        .entry(FileKey::of(&meta))
+                        .or_insert((path, self.spill));
                 }
             }
         }
@@ -116,6 +134,8 @@ pub(crate) struct FileInput {
     pub(crate) scan_interval: Duration,
     pub(crate) read_interval: Duration,
     pub(crate) partial_timeout: Duration,
+    /// What spill files need to be removed once their lines are acknowledged.
+    pub(crate) spill: Option<SpillCleanup>,
 }
 
 struct Tailer {
@@ -132,6 +152,8 @@ struct Tailer {
     fp_crc: u32,
     /// Still matched by a pattern at the last scan.
     present: bool,
+    /// For a spill file: its name, and whether its writer is done with it.
+    spill: Option<(SpillFileName, bool)>,
 }
 
 /// The batcher is gone; stop.
@@ -164,6 +186,9 @@ impl FileInput {
                     tracing::info!(path = %t.path.display(), offset = t.offset, "Finished a rotated or removed file.");
                 }
             }
+            if let Some(spill) = &self.spill {
+                remove_acknowledged(spill, &mut tailers);
+            }
             if !busy {
                 std::thread::sleep(self.read_interval);
             }
@@ -178,11 +203,27 @@ impl FileInput {
         for t in tailers.values_mut() {
             t.present = found.contains_key(&t.key);
         }
-        for (key, path) in found {
-            if tailers.contains_key(&key) {
+        let names: Vec<SpillFileName> = found
+            .values()
+            .filter(|(_, spill)| *spill)
+            .filter_map(|(path, _)| spill_name(path))
+            .collect();
+        for (key, (path, spill)) in found {
+            if let Some(t) = tailers.get_mut(&key) {
+                if let Some((name, finished)) = &mut t.spill {
+                    *finished = super::spill::is_finished(name, &names);
+                }
                 continue;
             }
-            match self.open(&path) {
+            let spill = if spill {
+                let Some(name) = spill_name(&path) else {
+                    continue;
+                };
+                Some((name, super::spill::is_finished(&name, &names)))
+            } else {
+                None
+            };
+            match self.open(&path, spill) {
                 Ok(t) if tailers.contains_key(&t.key) => drop(t),
                 Ok(t) => {
                     tracing::info!(path = %path.display(), offset = t.offset, "Tailing a file.");
@@ -195,7 +236,11 @@ impl FileInput {
         }
     }
 
-    fn open(&mut self, path: &Path) -> std::io::Result<Tailer> {
+    fn open(
+        &mut self,
+        path: &Path,
+        spill: Option<(SpillFileName, bool)>,
+    ) -> std::io::Result<Tailer> {
         let file = File::open(path)?;
         let meta = file.metadata()?;
         let key = FileKey::of(&meta);
@@ -203,13 +248,18 @@ impl FileInput {
             file,
             key,
             path: path.to_path_buf(),
-            source: path.display().to_string(),
+            source: if spill.is_some() {
+                "spill".to_string()
+            } else {
+                path.display().to_string()
+            },
             offset: 0,
             splitter: LineSplitter::new(self.max_line_bytes),
             last_data: Instant::now(),
             fp_len: 0,
             fp_crc: 0,
             present: true,
+            spill,
         };
         if let Some(pos) = self.resume.remove(&key) {
             if resumable(&tailer.file, meta.len(), &pos) {
@@ -250,23 +300,27 @@ impl FileInput {
                 }
             };
             let base = t.offset;
-            let mut last_end = None;
+            let first = out.len();
+            let mut ends = Vec::new();
             t.splitter.feed(&buf[..n], |raw, end| {
                 out.push(self.line(raw, &t.source));
-                last_end = Some(base + end as u64);
+                ends.push(base + end as u64);
             });
             t.offset += n as u64;
             total += n;
-            if let Some(end) = last_end {
-                let p = position(t, end);
-                if let Some(last) = out.last_mut() {
-                    last.position = Some(p);
-                }
+            // Every line carries the position after it: the batcher may cut a batch
+            // after any line, and each batch must carry the positions of its lines.
+            for (line, end) in out[first..].iter_mut().zip(ends) {
+                line.position = Some(position(t, end));
             }
         }
         if total > 0 {
             t.last_data = Instant::now();
-        } else if t.splitter.has_partial() && t.last_data.elapsed() >= self.partial_timeout {
+        } else if t.splitter.has_partial()
+            && t.last_data.elapsed() >= self.partial_timeout
+            // A spill file's partial line is a write in progress, unless the file is finished.
+            && t.spill.is_none_or(|(_, finished)| finished)
+        {
             if let Some(rest) = t.splitter.take_partial() {
                 let mut line = self.line(&rest, &t.source);
                 line.position = Some(position(t, t.offset));
@@ -284,7 +338,11 @@ impl FileInput {
     }
 
     fn line(&self, raw: &[u8], source: &str) -> InputLine {
-        let counters = self.metrics.input(InputKind::File);
+        let counters = self.metrics.input(if source == "spill" {
+            InputKind::Spill
+        } else {
+            InputKind::File
+        });
         inc(&counters.events, 1);
         inc(&counters.bytes, raw.len() as u64 + 1);
         let (line, flags) = self.enricher.enrich(raw, source);
@@ -313,7 +371,44 @@ fn position(t: &mut Tailer, end: u64) -> FilePosition {
         offset: end,
         fp_len: t.fp_len,
         fp_crc: t.fp_crc,
+        record: 0,
     }
+}
+
+/// Removes the finished spill files whose lines are all acknowledged.
+fn remove_acknowledged(spill: &SpillCleanup, tailers: &mut HashMap<FileKey, Tailer>) {
+    let mut removed = Vec::new();
+    for t in tailers.values() {
+        let finished = matches!(t.spill, Some((_, true)));
+        if !finished || t.splitter.has_partial() {
+            continue;
+        }
+        match t.file.metadata() {
+            Ok(m) if m.len() == t.offset => {}
+            _ => continue,
+        }
+        if !spill.acknowledged(&t.key, t.offset) {
+            continue;
+        }
+        match std::fs::remove_file(&t.path) {
+            Ok(()) => {
+                tracing::info!(path = %t.path.display(), bytes = t.offset, "Removed a spill file whose lines are all acknowledged.");
+                removed.push(t.key);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => removed.push(t.key),
+            Err(e) => {
+                tracing::warn!(path = %t.path.display(), error = %e, "Could not remove an acknowledged spill file.");
+            }
+        }
+    }
+    for key in removed {
+        tailers.remove(&key);
+        spill.forget(&key);
+    }
+}
+
+fn spill_name(path: &Path) -> Option<SpillFileName> {
+    SpillFileName::parse(path.file_name()?.to_str()?)
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //!
 //! - [`socket`]: newline-delimited lines over TCP and Unix sockets.
 //! - [`file`]: tailing files, with read positions in [`positions`].
+//! - [`spill`]: the SDK's spill files, tailed by [`file`] and removed once acknowledged.
+//! - [`syslog`]: syslog over TCP (RFC 5424 and 3164, octet-counted or newline framing).
 //! - [`lines`]: the line splitter both share (size limit, CRLF left to the decoder).
 //!
 //! At shutdown every input stops reading and drops its sender; the batcher drains what is
@@ -14,6 +16,8 @@ pub(crate) mod file;
 pub(crate) mod lines;
 pub(crate) mod positions;
 pub(crate) mod socket;
+pub(crate) mod spill;
+pub(crate) mod syslog;
 
 use positions::FilePosition;
 

@@ -72,6 +72,10 @@ pub(crate) struct FilePosition {
     pub(crate) fp_len: u64,
     /// CRC32 of those bytes.
     pub(crate) fp_crc: u32,
+    /// The buffer record holding the line that ends at `offset` (0 while not known: in a
+    /// record's own header, and for positions from before this field).
+    #[serde(default)]
+    pub(crate) record: u64,
 }
 
 /// CRC32 of the first `len` bytes of `file`, or `None` when it has fewer.
@@ -156,6 +160,16 @@ impl Positions {
         self.through
     }
 
+    /// The checkpointed position of one file.
+    pub(crate) fn get(&self, key: &FileKey) -> Option<&FilePosition> {
+        self.files.get(key)
+    }
+
+    /// Drops a file's position from memory (the next commit writes the file without it).
+    pub(crate) fn forget(&mut self, key: &FileKey) {
+        self.files.remove(key);
+    }
+
     /// A copy of every position, for the file input to resume from.
     pub(crate) fn snapshot(&self) -> HashMap<FileKey, FilePosition> {
         self.files.clone()
@@ -218,6 +232,7 @@ mod tests {
             offset: 10,
             fp_len: 5,
             fp_crc: 7,
+            record: 0,
         };
         p.commit([pos.clone()], 7).expect("commit");
         let again = Positions::load(dir.path()).expect("load");
@@ -233,6 +248,7 @@ mod tests {
             offset: 10,
             fp_len: 5,
             fp_crc: 7,
+            record: 0,
         };
         let mut content = encode_header(std::slice::from_ref(&pos));
         content.extend_from_slice(b"ts=1 msg=x\n");
@@ -256,6 +272,7 @@ mod tests {
             offset: 12,
             fp_len: 5,
             fp_crc: crc,
+            record: 0,
         };
         assert!(resumable(&file, 12, &pos));
         std::fs::write(&path, b"HELLO world\n").expect("write");

@@ -6,6 +6,7 @@ mod error;
 mod ingest;
 mod meta;
 mod search;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

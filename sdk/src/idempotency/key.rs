@@ -74,7 +74,11 @@ pub(crate) fn select(payload: &Value, pointers: &[String]) -> Result<Value, Stri
     match pointers {
         [] => Ok(payload.clone()),
         [one] => pick(one),
-        many => many.iter().map(pick).collect::<Result<Vec<_>, _>>().map(Value::Array),
+        many => many
+            .iter()
+            .map(pick)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
     }
 }
 
@@ -86,12 +90,15 @@ mod tests {
 
     #[test]
     fn canonical_json_ignores_key_order_and_escapes_keys() {
-        let a: Value = serde_json::from_str(r#"{"z":1,"a":[{"y":2,"x":"\n"}],"é":null}"#)
-            .expect("valid JSON");
+        let a: Value =
+            serde_json::from_str(r#"{"z":1,"a":[{"y":2,"x":"\n"}],"é":null}"#).expect("valid JSON");
         let b: Value = serde_json::from_str(r#"{ "é": null, "a": [ {"x":"\n", "y":2} ], "z": 1 }"#)
             .expect("valid JSON");
         assert_eq!(canonical_json(&a), canonical_json(&b));
-        assert_eq!(canonical_json(&a), r#"{"a":[{"x":"\n","y":2}],"z":1,"é":null}"#);
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":[{"x":"\n","y":2}],"z":1,"é":null}"#
+        );
     }
 
     #[test]
@@ -111,7 +118,13 @@ mod tests {
             select(&payload, &["/user".into(), "/order/id".into()]),
             Ok(json!(["u1", 7]))
         );
-        assert_eq!(select(&payload, &["/order/note".into()]), Err("/order/note".into()));
-        assert_eq!(select(&payload, &["/user".into(), "/nope".into()]), Err("/nope".into()));
+        assert_eq!(
+            select(&payload, &["/order/note".into()]),
+            Err("/order/note".into())
+        );
+        assert_eq!(
+            select(&payload, &["/user".into(), "/nope".into()]),
+            Err("/nope".into())
+        );
     }
 }

@@ -21,7 +21,12 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn insert_if_absent(&self, key: &str, record: &Record, _ttl: Duration) -> Result<bool, StoreError> {
+    fn insert_if_absent(
+        &self,
+        key: &str,
+        record: &Record,
+        _ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         if records.contains_key(key) {
             return Ok(false);

@@ -126,7 +126,10 @@ impl StoreError {
         operation: &'static str,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
-        StoreError { operation, source: source.into() }
+        StoreError {
+            operation,
+            source: source.into(),
+        }
     }
 }
 
@@ -135,7 +138,12 @@ pub trait Store: Send + Sync {
     /// Writes `record` under `key` if no record is there; returns whether it wrote.
     /// `ttl` is a hint for stores that collect garbage themselves (the record's own
     /// `expires_at_ms` is what counts).
-    fn insert_if_absent(&self, key: &str, record: &Record, ttl: Duration) -> Result<bool, StoreError>;
+    fn insert_if_absent(
+        &self,
+        key: &str,
+        record: &Record,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
 
     /// The record under `key`, expired or not.
     fn get(&self, key: &str) -> Result<Option<Record>, StoreError>;
@@ -151,7 +159,12 @@ pub trait Store: Send + Sync {
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
-    fn insert_if_absent(&self, key: &str, record: &Record, ttl: Duration) -> Result<bool, StoreError> {
+    fn insert_if_absent(
+        &self,
+        key: &str,
+        record: &Record,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         (**self).insert_if_absent(key, record, ttl)
     }
 
@@ -206,7 +219,10 @@ impl Default for IdempotencyConfig {
 impl IdempotencyConfig {
     /// Keys on the parts at these JSON pointers (RFC 6901, e.g. `/order/id`) instead of the
     /// whole payload. One pointer hashes that value; several hash the array of their values.
-    pub fn with_key_parts<S: Into<String>>(mut self, pointers: impl IntoIterator<Item = S>) -> Self {
+    pub fn with_key_parts<S: Into<String>>(
+        mut self,
+        pointers: impl IntoIterator<Item = S>,
+    ) -> Self {
         self.key_parts = pointers.into_iter().map(Into::into).collect();
         self
     }
@@ -325,7 +341,10 @@ impl<S: Store> Idempotency<S> {
     /// Keeps up to `capacity` completed records in process, sparing the store a read for
     /// repeats. In-progress records are never cached.
     pub fn with_cache(mut self, capacity: usize) -> Self {
-        self.cache = Some(Cache { capacity, entries: Mutex::new(HashMap::new()) });
+        self.cache = Some(Cache {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        });
         self
     }
 
@@ -336,7 +355,11 @@ impl<S: Store> Idempotency<S> {
 
     /// The key for `payload` of `task`, or `None` when a key part is missing and the
     /// configuration says to run unprotected.
-    pub fn key<E>(&self, task: &str, payload: &serde_json::Value) -> Result<Option<String>, IdempotencyError<E>> {
+    pub fn key<E>(
+        &self,
+        task: &str,
+        payload: &serde_json::Value,
+    ) -> Result<Option<String>, IdempotencyError<E>> {
         match key::select(payload, &self.config.key_parts) {
             Ok(part) => Ok(Some(format!("{task}#{}", hash_hex(&canonical_json(&part))))),
             Err(pointer) => match self.config.missing_key {
@@ -438,7 +461,10 @@ impl<S: Store> Idempotency<S> {
                 continue; // removed in between: try the insert again
             };
             if existing.is_expired(unix_millis(self.clock.now())) {
-                if self.store.compare_and_swap(key, &existing, Some((&mine, lease)))? {
+                if self
+                    .store
+                    .compare_and_swap(key, &existing, Some((&mine, lease)))?
+                {
                     if existing.status == Status::InProgress {
                         tracing::warn!(
                             idempotency_key = key,
@@ -450,14 +476,16 @@ impl<S: Store> Idempotency<S> {
                 continue; // someone else changed it first: look again
             }
             return match existing.status {
-                Status::InProgress => {
-                    Err(IdempotencyError::AlreadyInProgress { key: key.to_string() })
-                }
+                Status::InProgress => Err(IdempotencyError::AlreadyInProgress {
+                    key: key.to_string(),
+                }),
                 Status::Completed => Ok(Claim::Done(existing)),
             };
         }
         // Records kept changing under us: that is other runs working on the key.
-        Err(IdempotencyError::AlreadyInProgress { key: key.to_string() })
+        Err(IdempotencyError::AlreadyInProgress {
+            key: key.to_string(),
+        })
     }
 
     /// Removes our in-progress record after a failure, so a retry can run.
@@ -482,10 +510,15 @@ impl<S: Store> Idempotency<S> {
     {
         if let (Some(stored), Some(given)) = (record.validation.as_deref(), validation) {
             if stored != given {
-                return Err(IdempotencyError::PayloadMismatch { key: key.to_string() });
+                return Err(IdempotencyError::PayloadMismatch {
+                    key: key.to_string(),
+                });
             }
         }
-        tracing::info!(idempotency_key = key, "Already done; returning the stored result.");
+        tracing::info!(
+            idempotency_key = key,
+            "Already done; returning the stored result."
+        );
         let result = record.result.as_deref().unwrap_or("null");
         serde_json::from_str(result).map_err(IdempotencyError::Result)
     }
@@ -538,7 +571,10 @@ impl<S: Store> Idempotency<S> {
             entries.retain(|_, r| !r.is_expired(now_ms));
             if entries.len() >= cache.capacity {
                 // Evict the record that expires first.
-                let oldest = entries.iter().min_by_key(|(_, r)| r.expires_at_ms).map(|(k, _)| k.clone());
+                let oldest = entries
+                    .iter()
+                    .min_by_key(|(_, r)| r.expires_at_ms)
+                    .map(|(k, _)| k.clone());
                 if let Some(oldest) = oldest {
                     entries.remove(&oldest);
                 }

@@ -32,7 +32,8 @@ impl RedbStore {
         let db = Database::create(path)
             .map_err(|e| StoreError::new("open", format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(|e| fail("open")(e.into()))?;
-        txn.open_table(RECORDS).map_err(|e| fail("open")(e.into()))?;
+        txn.open_table(RECORDS)
+            .map_err(|e| fail("open")(e.into()))?;
         txn.commit().map_err(|e| fail("open")(e.into()))?;
         Ok(RedbStore { db })
     }
@@ -43,9 +44,14 @@ impl RedbStore {
         operation: &'static str,
         f: impl FnOnce(&mut redb::Table<'_, &str, &str>) -> Result<bool, StoreError>,
     ) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write().map_err(|e| fail(operation)(e.into()))?;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| fail(operation)(e.into()))?;
         let changed = {
-            let mut table = txn.open_table(RECORDS).map_err(|e| fail(operation)(e.into()))?;
+            let mut table = txn
+                .open_table(RECORDS)
+                .map_err(|e| fail(operation)(e.into()))?;
             f(&mut table)?
         };
         if changed {
@@ -57,26 +63,42 @@ impl RedbStore {
     }
 }
 
-fn read(table: &impl ReadableTable<&'static str, &'static str>, key: &str) -> Result<Option<Record>, StoreError> {
+fn read(
+    table: &impl ReadableTable<&'static str, &'static str>,
+    key: &str,
+) -> Result<Option<Record>, StoreError> {
     let value = table.get(key).map_err(|e| fail("read")(e.into()))?;
     value.map(|v| Record::from_json(v.value())).transpose()
 }
 
 impl Store for RedbStore {
-    fn insert_if_absent(&self, key: &str, record: &Record, _ttl: Duration) -> Result<bool, StoreError> {
+    fn insert_if_absent(
+        &self,
+        key: &str,
+        record: &Record,
+        _ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let json = record.to_json()?;
         self.write("insert", |table| {
-            if table.get(key).map_err(|e| fail("insert")(e.into()))?.is_some() {
+            if table
+                .get(key)
+                .map_err(|e| fail("insert")(e.into()))?
+                .is_some()
+            {
                 return Ok(false);
             }
-            table.insert(key, json.as_str()).map_err(|e| fail("insert")(e.into()))?;
+            table
+                .insert(key, json.as_str())
+                .map_err(|e| fail("insert")(e.into()))?;
             Ok(true)
         })
     }
 
     fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| fail("read")(e.into()))?;
-        let table = txn.open_table(RECORDS).map_err(|e| fail("read")(e.into()))?;
+        let table = txn
+            .open_table(RECORDS)
+            .map_err(|e| fail("read")(e.into()))?;
         read(&table, key)
     }
 
@@ -93,7 +115,9 @@ impl Store for RedbStore {
             }
             match &json {
                 Some(json) => {
-                    table.insert(key, json.as_str()).map_err(|e| fail("write")(e.into()))?;
+                    table
+                        .insert(key, json.as_str())
+                        .map_err(|e| fail("write")(e.into()))?;
                 }
                 None => {
                     table.remove(key).map_err(|e| fail("remove")(e.into()))?;

@@ -51,7 +51,9 @@ impl RedisStore {
     /// [`DEFAULT_PREFIX`].
     pub fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|e| StoreError::new("connect", e))?;
-        let connection = client.get_connection().map_err(|e| StoreError::new("connect", e))?;
+        let connection = client
+            .get_connection()
+            .map_err(|e| StoreError::new("connect", e))?;
         Ok(RedisStore {
             client,
             connection: Mutex::new(Some(connection)),
@@ -73,11 +75,16 @@ impl RedisStore {
         f: impl FnOnce(&mut redis::Connection, &str) -> redis::RedisResult<T>,
         key: &str,
     ) -> Result<T, StoreError> {
-        let mut slot = self.connection.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let connection = match slot.as_mut() {
             Some(connection) => connection,
             None => slot.insert(
-                self.client.get_connection().map_err(|e| StoreError::new(operation, e))?,
+                self.client
+                    .get_connection()
+                    .map_err(|e| StoreError::new(operation, e))?,
             ),
         };
         let full_key = format!("{}{key}", self.prefix);
@@ -94,7 +101,12 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
-    fn insert_if_absent(&self, key: &str, record: &Record, ttl: Duration) -> Result<bool, StoreError> {
+    fn insert_if_absent(
+        &self,
+        key: &str,
+        record: &Record,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let json = record.to_json()?;
         let reply: Option<String> = self.with_connection(
             "SET NX",
@@ -113,8 +125,11 @@ impl Store for RedisStore {
     }
 
     fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        let reply: Option<String> = self
-            .with_connection("GET", |connection, key| redis::cmd("GET").arg(key).query(connection), key)?;
+        let reply: Option<String> = self.with_connection(
+            "GET",
+            |connection, key| redis::cmd("GET").arg(key).query(connection),
+            key,
+        )?;
         reply.as_deref().map(Record::from_json).transpose()
     }
 
@@ -132,7 +147,12 @@ impl Store for RedisStore {
         let swapped: i64 = self.with_connection(
             "compare-and-swap",
             |connection, key| {
-                self.script.key(key).arg(&expected).arg(&new).arg(ttl_ms).invoke(connection)
+                self.script
+                    .key(key)
+                    .arg(&expected)
+                    .arg(&new)
+                    .arg(ttl_ms)
+                    .invoke(connection)
             },
             key,
         )?;
