@@ -135,6 +135,14 @@ impl Batcher {
     }
 
     async fn add(&mut self, line: InputLine) -> Result<(), AgentError> {
+        if line.line.is_empty() {
+            // Dropped by a `drop_event` redaction rule: nothing to write; its read
+            // position travels with the next batch.
+            if let Some(p) = line.position {
+                self.state.batch_positions.insert(p.key, p);
+            }
+            return Ok(());
+        }
         let s = &mut self.state;
         if s.events > 0 && s.batch.len() + line.line.len() + 1 > self.config.max_bytes {
             self.flush().await?;
@@ -308,6 +316,9 @@ impl Batcher {
         self.state.dropped_unreported = 0;
         self.state.dropped_batches_unreported = 0;
         let (line, _) = self.enricher.enrich(raw.as_bytes(), "agent");
+        if line.is_empty() {
+            return;
+        }
         let s = &mut self.state;
         s.batch.extend_from_slice(line.as_bytes());
         s.batch.push(b'\n');

@@ -58,6 +58,13 @@ pub struct AgentConfig {
     pub buffer: BufferSettings,
     /// How batches are sent to the collector.
     pub forward: ForwardConfig,
+    /// Redact secrets and personal data before the buffer. Default `true`; only an
+    /// explicit `redaction = false` turns it off.
+    pub redaction: bool,
+    /// The redaction rules (see [`crate::redact`]).
+    pub redact: crate::redact::RedactConfig,
+    /// Encryption at rest of the disk buffer (see [`crate::crypto`]).
+    pub encryption: crate::crypto::EncryptionConfig,
     /// The bearer token, resolved by [`AgentConfig::load`] from `SPOOR_TOKEN` or
     /// `forward.token_file`. Never read from the TOML file itself.
     #[serde(skip)]
@@ -79,6 +86,9 @@ impl Default for AgentConfig {
             batch: BatchConfig::default(),
             buffer: BufferSettings::default(),
             forward: ForwardConfig::default(),
+            redaction: true,
+            redact: crate::redact::RedactConfig::default(),
+            encryption: crate::crypto::EncryptionConfig::default(),
             token: None,
         }
     }
@@ -302,6 +312,9 @@ impl AgentConfig {
                 );
             }
             _ => return invalid("collector", "expected a URL such as http://127.0.0.1:8740"),
+        }
+        if let Err(e) = crate::redact::check_config(&self.redact) {
+            return invalid("redact.rules", &e.to_string());
         }
         if self.max_line_bytes < 16 {
             return invalid("max_line_bytes", "must be at least 16");

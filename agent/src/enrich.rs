@@ -3,6 +3,10 @@
 //! (overwriting what the sender wrote, since they say where the line really came from) and
 //! `host` and `ts` (receive time) are filled only when absent. The output is the event's
 //! canonical logfmt encoding, without a newline.
+//!
+//! With redaction on, [`crate::redact`] runs on the decoded event first, so no secret
+//! reaches the batch. An event a `drop_event` rule dropped comes out as an empty line,
+//! which the batcher skips (every real output line has at least `agent=`).
 
 use spoor_sdk::event::keys;
 use spoor_sdk::logfmt::{LineFlags, ReadOptions, read_line};
@@ -15,6 +19,7 @@ pub(crate) struct Enricher {
     agent_id: String,
     host: String,
     options: ReadOptions,
+    redactor: Option<std::sync::Arc<crate::redact::Redactor>>,
 }
 
 impl Enricher {
@@ -23,7 +28,17 @@ impl Enricher {
             agent_id,
             host,
             options: ReadOptions { max_line_bytes },
+            redactor: None,
         }
+    }
+
+    /// Redacts every event with `redactor` (before enrichment).
+    pub(crate) fn with_redactor(
+        mut self,
+        redactor: Option<std::sync::Arc<crate::redact::Redactor>>,
+    ) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     /// Decodes and enriches `raw` (its trailing `\n`/`\r\n` is ignored) received now from
@@ -39,6 +54,11 @@ impl Enricher {
         received: OffsetDateTime,
     ) -> (String, LineFlags) {
         let (mut event, flags) = read_line(raw, &self.options);
+        if let Some(r) = &self.redactor
+            && r.apply(&mut event) == crate::redact::Outcome::Drop
+        {
+            return (String::new(), flags);
+        }
         event.set(keys::AGENT, self.agent_id.as_str());
         event.set(keys::SOURCE, source);
         event.set_default(keys::HOST, || self.host.clone());

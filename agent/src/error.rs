@@ -36,6 +36,12 @@ pub enum AgentError {
     /// The HTTP client could not be built.
     #[error("building the HTTP client")]
     HttpClient(#[source] reqwest::Error),
+    /// A key (buffer encryption or redaction) could not be loaded or created.
+    #[error("encryption key")]
+    Key(#[from] crate::crypto::KeyError),
+    /// The redaction rules could not be built.
+    #[error("redaction")]
+    Redact(#[from] crate::redact::RedactError),
     /// A task of the agent stopped unexpectedly.
     #[error("agent task failed: {0}")]
     Task(String),

@@ -10,9 +10,11 @@
 //! - `inputs`: lines over TCP/Unix sockets, tailed files and the SDK's spill files (read
 //!   positions travel with the lines into the buffer, so a restart neither skips nor
 //!   repeats a line), syslog over TCP.
-//! - `enrich`: the lenient decoder, then `agent`, `source`, `host`, `ts`.
+//! - `enrich`: the lenient decoder, then [`redact`] (secrets removed or protected), then
+//!   `agent`, `source`, `host`, `ts`.
 //! - `batch`: groups lines into buffer records; applies the full-buffer policy.
-//! - [`buffer`]: the crash-safe disk buffer ("delete only after ack").
+//! - [`buffer`]: the crash-safe disk buffer ("delete only after ack"), its records sealed
+//!   with AES-256-GCM ([`crypto`]).
 //! - `forward`: POSTs records to `/api/v1/ingest` with an idempotency key
 //!   `{agent_id}-{record_id}`, retries forever with backoff, dead-letters 4xx answers.
 //! - `admin`: `/healthz` and `/metrics`.
@@ -49,12 +51,14 @@ pub mod buffer;
 mod buffer_handle;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 mod enrich;
 mod error;
 mod forward;
 mod identity;
 mod inputs;
 mod metrics;
+pub mod redact;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,6 +87,22 @@ use metrics::Metrics;
 /// Lines waiting between the inputs and the batcher.
 const CHANNEL_CAPACITY: usize = 4096;
 
+/// The tokio runtime the agent binaries run [`run`] on: multi-threaded, with the blocking
+/// pool (disk buffer I/O) capped at [`MAX_BLOCKING_THREADS`] threads. Every thread that
+/// allocates gets its own glibc malloc arena, so an uncapped pool (512 by default) lets the
+/// resident set grow well past the data actually held; with the cap the agent stays
+/// under 50 MiB at full load (see BENCHMARKS.md).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+}
+
+/// Most threads in the agent runtime's blocking pool (see [`runtime`]). The buffer is one
+/// mutex, so more threads would only wait.
+pub const MAX_BLOCKING_THREADS: usize = 2;
+
 /// Runs the agent until `shutdown` completes, then stops: inputs stop reading, the batcher
 /// writes the last batch and fsyncs the buffer and read positions, requests in flight get
 /// `forward.shutdown_grace` to finish. Unacknowledged batches stay in the buffer and are
@@ -110,19 +130,33 @@ pub async fn run(
     let mut buffer_config = config.buffer.buffer_config();
     // Keep the records the checkpoint does not cover until their positions are read.
     buffer_config.keep_from_id = Some(positions.through() + 1);
-    let buffer = tokio::task::spawn_blocking(move || DiskBuffer::open(&dir, buffer_config))
-        .await
-        .map_err(|e| AgentError::Task(e.to_string()))??;
+    let cipher = config.encryption.cipher(&data_dir)?;
+    let buffer = tokio::task::spawn_blocking(move || {
+        DiskBuffer::open_with_cipher(&dir, buffer_config, cipher)
+    })
+    .await
+    .map_err(|e| AgentError::Task(e.to_string()))??;
     let buffer = BufferHandle::new(buffer);
     recover_positions(&buffer, &mut positions).await?;
     let resume = positions.snapshot();
     let positions = Arc::new(Mutex::new(positions));
     let metrics = Arc::new(Metrics::default());
-    let enricher = Arc::new(Enricher::new(
-        agent_id.clone(),
-        identity::host_name(),
-        config.max_line_bytes,
-    ));
+    let redactor = if config.redaction {
+        let r = Arc::new(redact::Redactor::new(&config.redact, &data_dir)?);
+        let _ = metrics.redaction.set(r.stats());
+        Some(r)
+    } else {
+        tracing::warn!("Redaction is off (redaction = false): secrets in lines are kept.");
+        None
+    };
+    let enricher = Arc::new(
+        Enricher::new(
+            agent_id.clone(),
+            identity::host_name(),
+            config.max_line_bytes,
+        )
+        .with_redactor(redactor),
+    );
     tracing::info!(agent_id, data_dir = %data_dir.display(), collector = %config.collector, "Agent starting.");
 
     // Bind everything first so a taken port fails the start, not a background task.

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match spoor_agent::runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("spoor-agent: error: starting the async runtime: {e}");

@@ -65,6 +65,8 @@ pub(crate) struct Metrics {
     pub(crate) deadlettered_batches: AtomicU64,
     pub(crate) forward_latency_micros_sum: AtomicU64,
     pub(crate) forward_latency_count: AtomicU64,
+    /// Redaction counts, when redaction is on.
+    pub(crate) redaction: std::sync::OnceLock<std::sync::Arc<crate::redact::RedactStats>>,
 }
 
 pub(crate) fn inc(counter: &AtomicU64, by: u64) {
@@ -213,6 +215,25 @@ impl Metrics {
             "Number of successful ingest requests.",
             &one(&self.forward_latency_count),
         );
+        if let Some(r) = self.redaction.get() {
+            let rows: Vec<(String, f64)> = r
+                .per_rule()
+                .into_iter()
+                .map(|(rule, n)| (format!("{{rule=\"{rule}\"}}"), n as f64))
+                .collect();
+            family(
+                "redactions_total",
+                "counter",
+                "Values redacted, per rule.",
+                &rows,
+            );
+            family(
+                "redaction_dropped_events_total",
+                "counter",
+                "Events dropped by drop_event redaction rules.",
+                &[(String::new(), r.dropped_events() as f64)],
+            );
+        }
         if let Some(s) = buffer {
             let age = s
                 .oldest_unacked

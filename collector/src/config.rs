@@ -30,6 +30,10 @@ pub struct CollectorConfig {
     pub audit: AuditConfig,
     /// Serve HTTPS with this certificate and key (PEM files).
     pub tls: Option<TlsConfig>,
+    /// Alert rules and notifiers (`[alerts]`).
+    pub alerts: crate::alerts::AlertsConfig,
+    /// Dead-letter store: replay targets (`[[dlq.target]]`).
+    pub dlq: crate::dlq::DlqConfig,
 }
 
 /// The API's certificate and key.
@@ -53,6 +57,8 @@ impl Default for CollectorConfig {
             index: IndexConfig::default(),
             audit: AuditConfig::default(),
             tls: None,
+            alerts: crate::alerts::AlertsConfig::default(),
+            dlq: crate::dlq::DlqConfig::default(),
         }
     }
 }
@@ -134,6 +140,13 @@ pub struct AuditConfig {
     pub checkpoint_interval: Duration,
     /// Roll to a new segment file at this size (default 64 MiB).
     pub segment_bytes: u64,
+    /// Remove audit segments (and their index documents) older than this; unset keeps
+    /// everything.
+    #[serde(default, with = "duration_text::option")]
+    pub retention: Option<Duration>,
+    /// How often retention runs (default 1 m).
+    #[serde(with = "duration_text")]
+    pub retention_check: Duration,
 }
 
 impl Default for AuditConfig {
@@ -142,6 +155,8 @@ impl Default for AuditConfig {
             checkpoint_records: 10_000,
             checkpoint_interval: Duration::from_secs(10),
             segment_bytes: 64 * 1024 * 1024,
+            retention: None,
+            retention_check: Duration::from_secs(60),
         }
     }
 }
@@ -187,6 +202,8 @@ impl CollectorConfig {
                 )));
             }
         }
+        self.dlq.validate()?;
+        self.alerts.validate()?;
         if self.max_body_bytes == 0 || self.max_line_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes and max_line_bytes must be above 0".into(),
@@ -217,6 +234,23 @@ pub mod duration_text {
             _ => return None,
         };
         Some(Duration::from_secs(secs))
+    }
+
+    /// Serde hook for optional durations.
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer};
+
+        /// Serde hook.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            let text = String::deserialize(d)?;
+            super::parse(&text).map(Some).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a duration (write it like 500ms, 15s, 5m, 4h or 1d)"
+                ))
+            })
+        }
     }
 
     /// Serde hook.
@@ -259,6 +293,66 @@ mod tests {
         assert_eq!(c.index.commit_interval, Duration::from_millis(250));
         assert_eq!(c.tokens[0].scopes, [Scope::Ingest]);
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn reads_the_dlq_targets_of_the_design() {
+        // The `[[dlq.target]]` block of DESIGN.md, verbatim.
+        let c = CollectorConfig::from_toml(
+            r#"
+[[dlq.target]]
+task = "parse_email"                  # or "*" for the default target
+url = "http://127.0.0.1:9000/tasks/parse_email"
+max_replays = 3
+"#,
+        )
+        .expect("parses");
+        assert!(c.validate().is_ok());
+        let t = c.dlq.target_for("parse_email").expect("target");
+        assert_eq!((t.max_replays, t.method.as_str()), (3, "POST"));
+        assert!(c.dlq.target_for("other").is_none());
+    }
+
+    #[test]
+    fn reads_the_alerts_of_the_design() {
+        // The `[alerts]` blocks of DESIGN.md, verbatim.
+        let c = CollectorConfig::from_toml(
+            r#"
+[alerts]
+interval = "15s"                      # how often rules are evaluated
+
+[[alerts.notifier]]
+name = "ops-chat"
+kind = "slack"                        # slack | mattermost | discord | teams | webhook
+url_env = "SPOOR_OPS_WEBHOOK"         # or url_file = "...", or url = "..." (discouraged)
+
+[[alerts.rule]]
+name = "charge-errors"
+kind = "threshold"                    # threshold | ratio | spike | absence
+query = "level:error task:charge"
+# for kind = "ratio":  of = "task:charge"  (the denominator query)
+window = "5m"
+op = ">"                              # > >= < <=
+value = 10
+for = "1m"
+group_by = ["task"]
+notify = ["ops-chat"]
+repeat_interval = "4h"
+send_resolved = true
+"#,
+        )
+        .expect("parses");
+        assert!(c.validate().is_ok());
+        let r = &c.alerts.rules[0];
+        assert_eq!(c.alerts.interval, Duration::from_secs(15));
+        assert_eq!(c.alerts.notifiers[0].kind, crate::alerts::NotifierKind::Slack);
+        assert_eq!((r.kind, r.op), (crate::alerts::RuleKind::Threshold, crate::alerts::Op::Gt));
+        assert_eq!((r.window, r.for_), (Duration::from_secs(300), Duration::from_secs(60)));
+        assert_eq!(r.repeat_interval, Some(Duration::from_secs(4 * 3600)));
+        let e = CollectorConfig::from_toml("[[alerts.rule]]\nname = \"x\"\nkind = \"often\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("often"), "{e}");
     }
 
     #[test]

@@ -11,12 +11,15 @@
 //! It leaves the query language and index schema to `spoor-query`, and the event format to
 //! `spoor-sdk`. [`server::run`] wires everything together for the `spoor collector` command.
 
+pub mod alerts;
 pub mod audit;
 pub mod config;
+pub mod dlq;
 pub mod error;
 pub mod http;
 pub mod index;
 pub mod ingest;
+pub mod retention;
 pub mod search;
 pub mod secret;
 pub mod server;

@@ -65,9 +65,24 @@ pub async fn run(
         writer.committed(),
         config.index.clone(),
     )?;
+    let dlq = crate::dlq::Dlq::start(&data_dir, config.dlq.clone(), writer.clone())
+        .map_err(|e| Error::Serve(std::io::Error::other(e)))?;
     if auth.is_open() {
         tracing::warn!(listen = %config.listen, "No tokens configured: the API is open to anyone who can reach this loopback address.");
     }
+    let alerts = crate::alerts::Alerts::open(&config, index.clone(), writer.clone())?;
+    let evaluator = alerts.spawn();
+    let (retention_stop, retention_stopped) = tokio::sync::watch::channel(false);
+    let retention = config.audit.retention.map(|keep| {
+        tokio::spawn(crate::retention::run(
+            writer.clone(),
+            data_dir.clone(),
+            keep,
+            config.audit.retention_check,
+            indexer.retention_floor(),
+            retention_stopped,
+        ))
+    });
     let state = AppState {
         config: Arc::new(config),
         writer: writer.clone(),
@@ -75,6 +90,8 @@ pub async fn run(
         auth,
         indexed: indexer.indexed(),
         metrics: Arc::new(Metrics::default()),
+        alerts,
+        dlq: dlq.clone(),
     };
     let local = listener.local_addr().map_err(Error::Serve)?;
     let tls = match &state.config.tls {
@@ -99,6 +116,14 @@ pub async fn run(
         }
     };
     tracing::info!("Collector stopping: committing the audit log and index.");
+    let _ = retention_stop.send(true);
+    if let Some(r) = retention {
+        let _ = r.await;
+    }
+    evaluator.stop().await;
+    if let Err(e) = dlq.shutdown() {
+        tracing::error!(error = %e, "Stopping the dead-letter store failed.");
+    }
     let closed = writer.shutdown().await;
     let indexed = tokio::task::spawn_blocking(move || indexer.shutdown())
         .await

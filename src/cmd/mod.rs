@@ -2,10 +2,13 @@
 //! library config and calls the library.
 
 mod agent;
+mod alerts;
 mod audit;
 mod collector;
+mod dlq;
 mod run;
 mod search;
+mod up;
 
 use std::process::ExitCode;
 
@@ -33,13 +36,21 @@ pub enum Command {
     Collector(collector::CollectorArgs),
     /// Run the agent: receive and tail logs, buffer them on disk, forward them.
     Agent(agent::AgentArgs),
+    /// Run a collector and an agent locally with embedded defaults (`--demo` adds a workload).
+    Up(up::UpArgs),
     /// Search the collector's index.
     Search(search::SearchArgs),
     /// Follow new matching lines as they are indexed.
     Tail(search::TailArgs),
+    /// Alert rules: list them with their state, silence them, test a notifier.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Work with the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Dead letters: list, show, replay (rate-limited, resumable, idempotent), discard.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Run a program as a task: each line it prints becomes an event sent to the agent.
     Run(run::RunArgs),
 }
@@ -66,9 +77,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Collector(args) => collector::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Up(args) => up::run(args),
         Command::Search(args) => search::run(args),
         Command::Tail(args) => search::tail(args),
+        Command::Alerts(cmd) => alerts::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Dlq(cmd) => dlq::run(cmd),
         Command::Run(args) => run::run(args),
     }
 }

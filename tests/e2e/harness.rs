@@ -395,3 +395,79 @@ impl TestRng {
         lo + self.next() % (hi - lo).max(1)
     }
 }
+
+impl Collector {
+    /// Starts a collector whose `--config` file holds `toml` (written to
+    /// `DIR/collector.toml`), plus the usual `--data-dir` and `--listen` flags.
+    pub fn start_with_config(toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("collector.toml"), toml).expect("write the config");
+        let mut c = Self {
+            dir,
+            port: free_port(),
+            child: None,
+            http: reqwest::blocking::Client::new(),
+        };
+        c.spawn_with_config();
+        c
+    }
+
+    /// SIGKILL, then start again with the same config file.
+    pub fn restart_with_config(&mut self) {
+        self.kill9();
+        self.spawn_with_config();
+    }
+
+    fn spawn_with_config(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("collector.log"))
+            .expect("log file");
+        let child = Command::new(spoor_bin())
+            .args(["collector", "--config"])
+            .arg(self.dir.path().join("collector.toml"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("SPOOR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start spoor collector");
+        self.child = Some(child);
+        let url = format!("{}/healthz", self.url());
+        let start = Instant::now();
+        loop {
+            if self
+                .http
+                .get(&url)
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("collector exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "collector did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// POSTs JSON to an API path; returns the status and JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url()))
+            .json(body)
+            .send()
+            .expect("API request");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+}

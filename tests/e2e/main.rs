@@ -18,3 +18,4 @@ mod pipeline;
 mod run;
 mod search;
 mod tls;
+mod up;

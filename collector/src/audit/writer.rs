@@ -78,6 +78,10 @@ enum Command {
     Shutdown {
         reply: Reply<()>,
     },
+    Retain {
+        keep_from_seq: u64,
+        reply: Reply<usize>,
+    },
 }
 
 /// What the thread publishes to the handles.
@@ -192,6 +196,20 @@ impl AuditWriter {
         }
     }
 
+    /// Removes whole segments below `keep_from_seq` (see [`AuditLog::apply_retention`]);
+    /// returns how many were removed.
+    pub async fn retain(&self, keep_from_seq: u64) -> Result<usize, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Retain {
+                keep_from_seq,
+                reply,
+            })
+            .await
+            .map_err(|_| AuditError::WriterClosed)?;
+        answer.await.map_err(|_| AuditError::WriterClosed)?
+    }
+
     /// Commits what is queued, signs a final checkpoint, closes the log and stops the
     /// thread. Returns the result of the final sync and checkpoint.
     pub async fn shutdown(&self) -> Result<(), AuditError> {
@@ -252,6 +270,9 @@ fn run(
                 let _ = reply.send(Err(AuditError::WriterClosed));
             }
             Command::Shutdown { reply } => shutdown_replies.push(reply),
+            Command::Retain { reply, .. } => {
+                let _ = reply.send(Err(AuditError::WriterClosed));
+            }
         }
     }
     let result = log.sync().and_then(|()| {
@@ -320,6 +341,13 @@ fn commit_group(
             Command::Shutdown { reply } => {
                 shutdown_replies.push(reply);
                 stop = true;
+            }
+            Command::Retain {
+                keep_from_seq,
+                reply,
+            } => {
+                // Retention writes its own signed checkpoint before removing anything.
+                let _ = reply.send(log.sync().and_then(|()| log.apply_retention(keep_from_seq)));
             }
         }
     }

@@ -80,6 +80,17 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         "Searches run.",
         m.searches.load(Ordering::Relaxed),
     );
+    let a = state.alerts.metrics();
+    for (name, help, v) in [
+        ("spoor_alert_evaluations_total", "Alert evaluations run.", &a.evaluations),
+        ("spoor_alert_evaluation_errors_total", "Alert rules that failed to evaluate.", &a.evaluation_errors),
+        ("spoor_alert_silenced_total", "Alert notifications suppressed by a silence.", &a.silenced),
+        ("spoor_alert_notifications_total", "Alert notifications delivered.", &a.delivery.sent),
+        ("spoor_alert_notification_failures_total", "Alert notifications given up on.", &a.delivery.failed),
+        ("spoor_alert_notification_retries_total", "Alert notification attempts retried.", &a.delivery.retries),
+    ] {
+        counter(name, help, v.load(Ordering::Relaxed));
+    }
     counter(
         "spoor_audit_fsyncs_total",
         "fsyncs of the audit log.",
@@ -100,6 +111,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         "# HELP spoor_index_next_seq Seq below which everything is searchable.\n# TYPE spoor_index_next_seq gauge\nspoor_index_next_seq {}",
         *state.indexed.borrow()
     );
+    crate::dlq::write_metrics(&mut out, &state.dlq);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

@@ -1,7 +1,9 @@
 //! The HTTP API. `router(state)` builds the routes and stays apart from serving, so tests
 //! can drive handlers without a socket.
 
+mod alerts;
 mod auth;
+mod dlq;
 mod error;
 mod ingest;
 mod meta;
@@ -37,6 +39,10 @@ pub struct AppState {
     pub indexed: watch::Receiver<u64>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Alert rules, their states and silences.
+    pub alerts: crate::alerts::Alerts,
+    /// The dead-letter store and its replay jobs.
+    pub dlq: Arc<crate::dlq::Dlq>,
 }
 
 /// Counters of the HTTP layer.
@@ -67,6 +73,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tail", get(search::tail))
         .route("/api/v1/context", get(search::context))
         .route("/api/v1/audit/checkpoint", get(meta::checkpoint))
+        .route("/api/v1/dlq", get(dlq::list))
+        .route("/api/v1/dlq/replay", post(dlq::replay_query))
+        .route("/api/v1/dlq/jobs/{id}", get(dlq::job))
+        .route("/api/v1/dlq/{id}", get(dlq::show))
+        .route("/api/v1/dlq/{id}/replay", post(dlq::replay_one))
+        .route("/api/v1/dlq/{id}/discard", post(dlq::discard))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/silences", post(alerts::silence))
+        .route("/api/v1/alerts/test", post(alerts::test))
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))
         .fallback(meta::not_found)

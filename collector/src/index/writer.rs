@@ -4,11 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tantivy::IndexWriter;
+use tantivy::query::RangeQuery;
+use tantivy::{IndexWriter, Term};
 use tokio::sync::watch;
 
 use super::{LogIndex, build_document};
@@ -25,6 +27,7 @@ pub struct Indexer;
 /// A running indexer.
 pub struct IndexerHandle {
     stop: Arc<AtomicBool>,
+    floor: Arc<AtomicU64>,
     thread: Option<JoinHandle<Result<(), IndexError>>>,
     indexed: watch::Receiver<u64>,
 }
@@ -54,6 +57,8 @@ impl Indexer {
         let (indexed_tx, indexed) = watch::channel(next_seq);
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
+        let floor = Arc::new(AtomicU64::new(0));
+        let floor_seen = floor.clone();
         let thread = std::thread::Builder::new()
             .name("spoor-indexer".into())
             .spawn(move || {
@@ -66,6 +71,7 @@ impl Indexer {
                     &config,
                     &stop_flag,
                     &indexed_tx,
+                    &floor_seen,
                 )
             })
             .map_err(|source| IndexError::Io {
@@ -74,6 +80,7 @@ impl Indexer {
             })?;
         Ok(IndexerHandle {
             stop,
+            floor,
             thread: Some(thread),
             indexed,
         })
@@ -84,6 +91,11 @@ impl IndexerHandle {
     /// The seq below which everything is searchable; changes after each commit.
     pub fn indexed(&self) -> watch::Receiver<u64> {
         self.indexed.clone()
+    }
+
+    /// Raise this to make the indexer delete every document with a lower seq (retention).
+    pub fn retention_floor(&self) -> Arc<AtomicU64> {
+        self.floor.clone()
     }
 
     /// Commits what is pending and stops the thread.
@@ -116,12 +128,25 @@ fn follow(
     config: &IndexConfig,
     stop: &AtomicBool,
     indexed: &watch::Sender<u64>,
+    floor: &AtomicU64,
 ) -> Result<(), IndexError> {
+    let mut applied_floor = 0u64;
     let mut reader = read_records(data_dir, next_seq);
     let mut pending = 0usize;
     let mut last_commit = Instant::now() - config.commit_interval;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
+        let wanted_floor = floor.load(Ordering::SeqCst);
+        if wanted_floor > applied_floor {
+            let below = Term::from_field_u64(index.schema.seq, wanted_floor);
+            writer.delete_query(Box::new(RangeQuery::new(
+                Bound::Unbounded,
+                Bound::Excluded(below),
+            )))?;
+            applied_floor = wanted_floor;
+            // Counted as pending so the deletion is committed with the next commit.
+            pending += 1;
+        }
         let head = *committed.borrow();
         let mut progressed = false;
         while next_seq < head && pending < config.commit_docs {

@@ -1,0 +1,561 @@
+//! Alerts: rules on the index's counts, evaluated on an interval, notified to chat rooms.
+//!
+//! - [`rule`]: the typed `[alerts]` configuration;
+//! - [`eval`]: measuring rules and the inactive → pending → firing → resolved machine;
+//! - [`notify`]: payloads per notifier kind and delivery with retries;
+//! - [`state`]: the persisted alert states and silences.
+//!
+//! Invariants: one evaluation at a time; the state file is written before that
+//! evaluation's notifications are handed to delivery tasks, so a restart never repeats a
+//! notification (a crash between the write and the delivery can lose one: at most once);
+//! every phase change is appended to the audit log as a `kind=alert` line; delivery runs
+//! in its own task per notification and never blocks evaluation. At shutdown the evaluator
+//! stops before the audit log closes; deliveries in flight are abandoned.
+
+pub mod eval;
+pub mod notify;
+pub mod rule;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use rule::{AlertsConfig, NotifierConfig, NotifierKind, Op, RuleConfig, RuleKind};
+pub use state::{AlertState, AlertStore, Phase, Silence};
+
+use crate::audit::AuditWriter;
+use crate::config::CollectorConfig;
+use crate::error::{ConfigError, Error};
+use crate::index::LogIndex;
+use notify::{DeliveryMetrics, Message, RetryPolicy, Status, Target};
+
+/// The agent name on `kind=alert` audit records.
+pub const AUDIT_AGENT: &str = "spoor-alerts";
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AlertMetrics {
+    /// Evaluations run.
+    pub evaluations: AtomicU64,
+    /// Rule evaluations that failed (bad query, index error).
+    pub evaluation_errors: AtomicU64,
+    /// Notifications suppressed by a silence.
+    pub silenced: AtomicU64,
+    /// Delivery outcomes.
+    pub delivery: DeliveryMetrics,
+}
+
+/// The alerting engine, shared by the evaluator task and the HTTP API.
+#[derive(Clone)]
+pub struct Alerts {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: AlertsConfig,
+    targets: BTreeMap<String, Target>,
+    store: Mutex<AlertStore>,
+    path: PathBuf,
+    link_base: String,
+    index: LogIndex,
+    writer: Arc<AuditWriter>,
+    http: reqwest::Client,
+    metrics: AlertMetrics,
+    retry: RetryPolicy,
+}
+
+/// What one evaluation produced.
+struct Outcome {
+    audit_lines: Vec<Vec<u8>>,
+    deliveries: Vec<(Target, Value)>,
+}
+
+/// The running evaluator; [`EvaluatorTask::stop`] ends it.
+pub struct EvaluatorTask {
+    stop: watch::Sender<bool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl EvaluatorTask {
+    /// Stops evaluating and waits for the current evaluation to finish.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn invalid(message: String) -> Error {
+    Error::Config(ConfigError::Invalid(message))
+}
+
+impl Alerts {
+    /// Loads the persisted state and prepares the notifiers.
+    pub fn open(
+        config: &CollectorConfig,
+        index: LogIndex,
+        writer: Arc<AuditWriter>,
+    ) -> Result<Alerts, Error> {
+        let alerts = config.alerts.clone();
+        alerts.validate()?;
+        let mut targets = BTreeMap::new();
+        for n in &alerts.notifiers {
+            targets.insert(
+                n.name.clone(),
+                Target {
+                    name: n.name.clone(),
+                    kind: n.kind,
+                    url: n.secret()?,
+                },
+            );
+        }
+        let path = state::state_path(&config.data_dir);
+        let mut store = AlertStore::load(&path).map_err(|e| invalid(e.to_string()))?;
+        // Forget alerts of rules that are gone from the config.
+        store
+            .alerts
+            .retain(|_, a| alerts.rules.iter().any(|r| r.name == a.rule));
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let link_base = alerts
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{}", config.listen))
+            .trim_end_matches('/')
+            .to_string();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| invalid(format!("alerts: building the HTTP client: {e}")))?;
+        Ok(Alerts {
+            inner: Arc::new(Inner {
+                config: alerts,
+                targets,
+                store: Mutex::new(store),
+                path,
+                link_base,
+                index,
+                writer,
+                http,
+                metrics: AlertMetrics::default(),
+                retry: RetryPolicy::default(),
+            }),
+        })
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &AlertMetrics {
+        &self.inner.metrics
+    }
+
+    fn store(&self) -> MutexGuard<'_, AlertStore> {
+        // A panic while holding the lock leaves a consistent store (every change is a
+        // whole-field assignment), so a poisoned lock is still usable.
+        self.inner.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts evaluating on the configured interval (nothing runs without rules).
+    pub fn spawn(&self) -> EvaluatorTask {
+        let (stop, mut stopped) = watch::channel(false);
+        if self.inner.config.rules.is_empty() {
+            return EvaluatorTask { stop, handle: None };
+        }
+        let this = self.clone();
+        let handle = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(this.inner.config.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => this.evaluate_and_dispatch().await,
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+        tracing::info!(
+            rules = self.inner.config.rules.len(),
+            interval_ms = self.inner.config.interval.as_millis() as u64,
+            "Alert evaluator started."
+        );
+        EvaluatorTask {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    async fn evaluate_and_dispatch(&self) {
+        let this = self.clone();
+        let outcome = match tokio::task::spawn_blocking(move || this.evaluate(now_ms())).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "Alert evaluation panicked.");
+                return;
+            }
+        };
+        if !outcome.audit_lines.is_empty() {
+            if let Err(e) = self
+                .inner
+                .writer
+                .append("", AUDIT_AGENT, outcome.audit_lines)
+                .await
+            {
+                tracing::error!(error = %e, "Could not append alert state changes to the audit log.");
+            }
+        }
+        for (target, body) in outcome.deliveries {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let i = &this.inner;
+                let _ = notify::deliver(&i.http, &target, &body, i.retry, &i.metrics.delivery).await;
+            });
+        }
+    }
+
+    /// One evaluation at `now` (blocking: it searches the index and writes the state file).
+    fn evaluate(&self, now: i64) -> Outcome {
+        let i = &self.inner;
+        i.metrics.evaluations.fetch_add(1, Ordering::Relaxed);
+        let mut store = self.store();
+        store.prune_silences(now);
+        let mut outcome = Outcome {
+            audit_lines: Vec::new(),
+            deliveries: Vec::new(),
+        };
+        let mut dirty = false;
+        for rule in &i.config.rules {
+            let measured = match eval::measure(&i.index, rule, now) {
+                Ok(m) => m,
+                Err(e) => {
+                    i.metrics.evaluation_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(rule = %rule.name, error = %e, "Alert rule could not be evaluated.");
+                    continue;
+                }
+            };
+            // Groups measured now, plus groups with state (which measure 0 when absent).
+            let mut groups: BTreeMap<eval::Group, f64> = store
+                .alerts
+                .values()
+                .filter(|a| a.rule == rule.name)
+                .map(|a| (a.group.clone(), 0.0))
+                .collect();
+            groups.extend(measured);
+            for (group, value) in groups {
+                let key = state::alert_key(&rule.name, &group);
+                let breach = rule.breaches(value);
+                let labels = labels(rule, &group);
+                let silenced = store.silences.iter().any(|s| s.matches(&labels, now));
+                if !store.alerts.contains_key(&key) {
+                    if !breach {
+                        continue;
+                    }
+                    let fresh = AlertState {
+                        rule: rule.name.clone(),
+                        group: group.clone(),
+                        ..AlertState::default()
+                    };
+                    store.alerts.insert(key.clone(), fresh);
+                }
+                let Some(alert) = store.alerts.get_mut(&key) else {
+                    continue;
+                };
+                if silenced {
+                    let mut probe = alert.clone();
+                    if eval::step(rule, &mut probe, breach, value, now, false).notify.is_some() {
+                        i.metrics.silenced.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let step = eval::step(rule, alert, breach, value, now, silenced);
+                if step.changed_from.is_some() || step.notify.is_some() {
+                    dirty = true;
+                }
+                let alert = alert.clone();
+                if let Some(from) = step.changed_from {
+                    outcome.audit_lines.push(audit_line(rule, &alert, from, now));
+                    tracing::info!(rule = %rule.name, group = ?group, from = from.as_str(), to = alert.phase.as_str(), value, "Alert state changed.");
+                }
+                if let Some(status) = step.notify {
+                    let msg = self.message(rule, &alert, labels, status, now);
+                    for name in &rule.notify {
+                        if let Some(t) = i.targets.get(name) {
+                            outcome.deliveries.push((t.clone(), notify::payload(t.kind, &msg)));
+                        }
+                    }
+                }
+            }
+        }
+        if dirty {
+            if let Err(e) = store.save(&i.path) {
+                // Without the state on disk a restart would notify again; better to skip
+                // this round's notifications and retry the next evaluation.
+                tracing::error!(error = %e, "Could not save alert state; holding notifications.");
+                outcome.deliveries.clear();
+            }
+        }
+        outcome
+    }
+
+    fn message(
+        &self,
+        rule: &RuleConfig,
+        alert: &AlertState,
+        labels: BTreeMap<String, String>,
+        status: Status,
+        now: i64,
+    ) -> Message {
+        let i = &self.inner;
+        let window_ms = i64::try_from(rule.window.as_millis()).unwrap_or(i64::MAX);
+        let from = now.saturating_sub(window_ms);
+        let q = format!("{}{}", rule.query, eval::group_filter(&alert.group));
+        let link = format!(
+            "{}/?q={}&from={}&to={}",
+            i.link_base,
+            percent_encode(q.trim()),
+            percent_encode(&eval::rfc3339(from)),
+            percent_encode(&eval::rfc3339(now.saturating_add(1000)))
+        );
+        let samples = match (status, rule.kind) {
+            (Status::Firing, RuleKind::Absence) => Vec::new(),
+            _ => eval::samples(&i.index, rule, &alert.group, now),
+        };
+        Message {
+            status,
+            rule: rule.name.clone(),
+            labels,
+            group: alert.group.clone(),
+            value: alert.value,
+            threshold: rule.threshold_text(),
+            window: window_text(rule.window),
+            starts_at: eval::rfc3339(alert.fired_at.or(alert.active_since).unwrap_or(now)),
+            ends_at: match status {
+                Status::Firing => "0001-01-01T00:00:00Z".to_string(),
+                Status::Resolved => eval::rfc3339(alert.resolved_at.unwrap_or(now)),
+            },
+            link,
+            runbook: rule.runbook.clone(),
+            samples,
+        }
+    }
+
+    /// Rules with their alerts, and the active silences (`GET /api/v1/alerts`).
+    pub fn snapshot(&self) -> Value {
+        let now = now_ms();
+        let store = self.store();
+        let rules: Vec<Value> = self
+            .inner
+            .config
+            .rules
+            .iter()
+            .map(|r| {
+                let alerts: Vec<Value> = store
+                    .alerts
+                    .values()
+                    .filter(|a| a.rule == r.name)
+                    .map(|a| {
+                        json!({
+                            "labels": labels(r, &a.group),
+                            "group": a.group,
+                            "state": a.phase.as_str(),
+                            "value": a.value,
+                            "active_since": a.active_since.map(eval::rfc3339),
+                            "fired_at": a.fired_at.map(eval::rfc3339),
+                            "resolved_at": a.resolved_at.map(eval::rfc3339),
+                            "notified_at": a.notified_at.map(eval::rfc3339),
+                        })
+                    })
+                    .collect();
+                let worst = store
+                    .alerts
+                    .values()
+                    .filter(|a| a.rule == r.name)
+                    .map(|a| a.phase)
+                    .max_by_key(|p| match p {
+                        Phase::Firing => 3,
+                        Phase::Pending => 2,
+                        Phase::Resolved => 1,
+                        Phase::Inactive => 0,
+                    })
+                    .unwrap_or(Phase::Inactive);
+                json!({
+                    "name": r.name,
+                    "kind": r.kind,
+                    "query": r.query,
+                    "of": r.of,
+                    "window": window_text(r.window),
+                    "op": r.op.as_str(),
+                    "value": r.value,
+                    "threshold": r.threshold_text(),
+                    "group_by": r.group_by,
+                    "severity": r.severity,
+                    "notify": r.notify,
+                    "state": worst.as_str(),
+                    "alerts": alerts,
+                })
+            })
+            .collect();
+        let silences: Vec<Value> = store
+            .silences
+            .iter()
+            .filter(|s| s.expires_at > now)
+            .map(silence_json)
+            .collect();
+        json!({ "rules": rules, "silences": silences })
+    }
+
+    /// Adds a silence and persists it.
+    pub fn add_silence(
+        &self,
+        matchers: BTreeMap<String, String>,
+        duration: Duration,
+        comment: String,
+        created_by: String,
+    ) -> Result<Value, String> {
+        if matchers.is_empty() {
+            return Err("a silence needs at least one matcher (for example alertname)".into());
+        }
+        let now = now_ms();
+        let expires_at = now.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
+        let silence = Silence {
+            id: format!("{now:x}-{:x}", self.inner.metrics.evaluations.load(Ordering::Relaxed)),
+            matchers,
+            expires_at,
+            comment,
+            created_by,
+        };
+        let mut store = self.store();
+        store.prune_silences(now);
+        store.silences.push(silence.clone());
+        store.save(&self.inner.path).map_err(|e| {
+            store.silences.pop();
+            format!("saving the silence: {e}")
+        })?;
+        tracing::info!(id = %silence.id, matchers = ?silence.matchers, "Silence added.");
+        Ok(silence_json(&silence))
+    }
+
+    /// Sends a sample notification to one notifier and waits for the outcome.
+    pub async fn test_notifier(&self, name: &str) -> Result<u16, String> {
+        let i = &self.inner;
+        let target = i
+            .targets
+            .get(name)
+            .ok_or_else(|| format!("no notifier is named `{name}`"))?;
+        let now = now_ms();
+        let msg = Message {
+            status: Status::Firing,
+            rule: "spoor-test".into(),
+            labels: BTreeMap::from([
+                ("alertname".into(), "spoor-test".into()),
+                ("severity".into(), "info".into()),
+            ]),
+            group: BTreeMap::new(),
+            value: 1.0,
+            threshold: "> 0".into(),
+            window: "1m".into(),
+            starts_at: eval::rfc3339(now),
+            ends_at: "0001-01-01T00:00:00Z".into(),
+            link: format!("{}/", i.link_base),
+            runbook: None,
+            samples: vec!["level=info msg=\"test notification from spoor alerts test\"".into()],
+        };
+        let body = notify::payload(target.kind, &msg);
+        notify::deliver(&i.http, target, &body, i.retry, &i.metrics.delivery)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn silence_json(s: &Silence) -> Value {
+    json!({
+        "id": s.id,
+        "matchers": s.matchers,
+        "expires_at": eval::rfc3339(s.expires_at),
+        "comment": s.comment,
+        "created_by": s.created_by,
+    })
+}
+
+/// `alertname`, `severity`, the rule's labels, then the group values.
+fn labels(rule: &RuleConfig, group: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut l = rule.labels.clone();
+    if let Some(s) = &rule.severity {
+        l.insert("severity".into(), s.clone());
+    }
+    l.extend(group.iter().map(|(k, v)| (k.clone(), v.clone())));
+    l.insert("alertname".into(), rule.name.clone());
+    l
+}
+
+/// One `kind=alert` audit line for a phase change.
+fn audit_line(rule: &RuleConfig, a: &AlertState, from: Phase, now: i64) -> Vec<u8> {
+    let mut line = String::new();
+    let group: Vec<String> = a.group.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pairs = [
+        ("ts", eval::rfc3339(now)),
+        ("kind", "alert".to_string()),
+        ("alert", rule.name.clone()),
+        ("state", a.phase.as_str().to_string()),
+        ("from_state", from.as_str().to_string()),
+        ("value", format!("{}", a.value)),
+        ("threshold", rule.threshold_text()),
+        ("window", window_text(rule.window)),
+        ("group", group.join(",")),
+    ];
+    for (k, v) in pairs {
+        spoor_sdk::logfmt::write_pair(&mut line, k, &v);
+    }
+    line.into_bytes()
+}
+
+/// `5m`, `2s`, `200ms`.
+fn window_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    match s {
+        _ if s % 86_400 == 0 && s > 0 => format!("{}d", s / 86_400),
+        _ if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
+        _ if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_print_as_written() {
+        assert_eq!(window_text(Duration::from_secs(300)), "5m");
+        assert_eq!(window_text(Duration::from_millis(200)), "200ms");
+        assert_eq!(window_text(Duration::from_secs(2)), "2s");
+        assert_eq!(percent_encode("level:error a"), "level%3Aerror%20a");
+    }
+}

@@ -1,0 +1,88 @@
+//! `GET /api/v1/alerts` (rules with their state; read scope), `POST /api/v1/alerts/silences`
+//! and `POST /api/v1/alerts/test` (admin).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::config::{Scope, duration_text};
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Read)?;
+    Ok(Json(state.alerts.snapshot()))
+}
+
+/// The body of `POST /api/v1/alerts/silences`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceRequest {
+    /// Label values to match (`alertname` is the rule's name).
+    #[serde(default)]
+    matchers: BTreeMap<String, String>,
+    /// Shorthand for `matchers.alertname`.
+    #[serde(default)]
+    rule: Option<String>,
+    /// How long, like `1h` or `30m`.
+    duration: String,
+    /// Why.
+    #[serde(default)]
+    comment: String,
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
+}
+
+pub(super) async fn silence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let req: SilenceRequest = parse_body(&body)?;
+    let duration = duration_text::parse(&req.duration).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "duration `{}` is not a duration (write it like 30m, 4h or 1d)",
+            req.duration
+        ))
+    })?;
+    let mut matchers = req.matchers;
+    if let Some(rule) = req.rule {
+        matchers.insert("alertname".into(), rule);
+    }
+    let silence = state
+        .alerts
+        .add_silence(matchers, duration, req.comment, caller.name)
+        .map_err(ApiError::bad_request)?;
+    Ok((StatusCode::CREATED, Json(silence)))
+}
+
+/// The body of `POST /api/v1/alerts/test`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestRequest {
+    /// The notifier's name.
+    notifier: String,
+}
+
+pub(super) async fn test(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Admin)?;
+    let req: TestRequest = parse_body(&body)?;
+    match state.alerts.test_notifier(&req.notifier).await {
+        Ok(status) => Ok(Json(json!({ "notifier": req.notifier, "delivered": true, "status": status }))),
+        Err(e) => Err(ApiError::new(StatusCode::BAD_GATEWAY, e).with("notifier", req.notifier)),
+    }
+}

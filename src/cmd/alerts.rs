@@ -1,0 +1,139 @@
+//! `spoor alerts list|silence|test`: show rules with their state, silence alerts for a
+//! while, send a sample notification to check a notifier's webhook.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use spoor_query::client::Client;
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The collector's URL.
+    #[arg(long, env = "SPOOR_COLLECTOR", default_value = "http://127.0.0.1:8740")]
+    collector: String,
+    /// File holding a token (`read` for list, `admin` for silence and test; or set SPOOR_TOKEN).
+    #[arg(long, env = "SPOOR_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+}
+
+impl Target {
+    fn client(&self) -> anyhow::Result<Client> {
+        let token = match &self.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading the token file {}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("SPOOR_TOKEN").ok(),
+        };
+        Ok(Client::new(&self.collector, token)?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Rules with their state and the active silences.
+    List {
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop notifications of a rule (optionally only some of its groups) for a while.
+    Silence {
+        /// The rule's name.
+        rule: String,
+        /// Only alerts with this label value (repeatable), e.g. `--label task=charge`.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// How long: 30m, 4h, 1d.
+        #[arg(long = "for", default_value = "1h")]
+        duration: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Send a sample notification to a notifier.
+    Test {
+        /// The notifier's name.
+        notifier: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub fn run(cmd: AlertsCommand) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match cmd {
+        AlertsCommand::List { json, target } => {
+            let body = runtime.block_on(target.client()?.get_json("/api/v1/alerts", &[]))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                print_table(&body);
+            }
+        }
+        AlertsCommand::Silence {
+            rule,
+            labels,
+            duration,
+            comment,
+            target,
+        } => {
+            let mut matchers = BTreeMap::new();
+            for l in &labels {
+                let (k, v) = l
+                    .split_once('=')
+                    .with_context(|| format!("--label {l}: write it as KEY=VALUE"))?;
+                matchers.insert(k.to_string(), v.to_string());
+            }
+            matchers.insert("alertname".to_string(), rule);
+            let req = json!({ "matchers": matchers, "duration": duration, "comment": comment });
+            let body = runtime.block_on(target.client()?.post_json("/api/v1/alerts/silences", &req))?;
+            println!(
+                "silence {} until {}",
+                body["id"].as_str().unwrap_or("?"),
+                body["expires_at"].as_str().unwrap_or("?")
+            );
+        }
+        AlertsCommand::Test { notifier, target } => {
+            let req = json!({ "notifier": notifier });
+            let body = runtime.block_on(target.client()?.post_json("/api/v1/alerts/test", &req))?;
+            println!("delivered to {notifier} (HTTP {})", body["status"]);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(body: &Value) {
+    println!("{:<24} {:<10} {:<9} {:<14} QUERY", "RULE", "KIND", "STATE", "THRESHOLD");
+    for r in body["rules"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:<10} {:<9} {:<14} {}",
+            r["name"].as_str().unwrap_or(""),
+            r["kind"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["threshold"].as_str().unwrap_or(""),
+            r["query"].as_str().unwrap_or("")
+        );
+        for a in r["alerts"].as_array().into_iter().flatten() {
+            let group: Vec<String> = a["group"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
+            println!("  {:<22} {:<9} value {}", group.join(","), a["state"].as_str().unwrap_or(""), a["value"]);
+        }
+    }
+    for s in body["silences"].as_array().into_iter().flatten() {
+        println!("silence {} until {}: {}", s["id"].as_str().unwrap_or(""), s["expires_at"].as_str().unwrap_or(""), s["matchers"]);
+    }
+}
