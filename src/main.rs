@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // reqwest is built with rustls and no default provider (`rustls-no-provider`): the
+    // project uses ring, installed once per process before any HTTP client is made.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = cmd::Cli::parse();
     cmd::init_logging(cli.verbose);
     match cmd::run(cli) {

@@ -304,13 +304,7 @@ impl AgentConfig {
             })
         };
         match reqwest::Url::parse(&self.collector) {
-            Ok(u) if matches!(u.scheme(), "http") => {}
-            Ok(u) if u.scheme() == "https" => {
-                return invalid(
-                    "collector",
-                    "https is not supported yet (no TLS in this build)",
-                );
-            }
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             _ => return invalid("collector", "expected a URL such as http://127.0.0.1:8740"),
         }
         if let Err(e) = crate::redact::check_config(&self.redact) {

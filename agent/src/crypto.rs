@@ -518,6 +518,29 @@ impl ValueCipher {
         out.push_str(rest);
         (out, errors)
     }
+
+    /// Decrypts the `enc:v1:` tokens of one line. A logfmt line is decoded, its values
+    /// decrypted and re-encoded in the same order (so a plaintext with spaces or quotes is
+    /// quoted correctly); any other line has its tokens replaced in place.
+    pub fn decrypt_line(&self, line: &str) -> (String, Vec<ValueError>) {
+        if !line.contains(VALUE_PREFIX) {
+            return (line.to_string(), Vec::new());
+        }
+        let (event, flags) = spoor_sdk::event::Event::from_line(line.as_bytes());
+        if !flags.logfmt {
+            return self.decrypt_all(line);
+        }
+        let mut errors = Vec::new();
+        let pairs: Vec<(String, String)> = event
+            .pairs()
+            .map(|(k, v)| {
+                let (v, mut e) = self.decrypt_all(v);
+                errors.append(&mut e);
+                (k.to_string(), v)
+            })
+            .collect();
+        (spoor_sdk::logfmt::encode_pairs(pairs), errors)
+    }
 }
 
 #[cfg(test)]
@@ -582,6 +605,63 @@ mod tests {
         assert!(forgot.can_open(&CipherParams::default()));
     }
 
+    fn buffer_config() -> crate::buffer::BufferConfig {
+        crate::buffer::BufferConfig {
+            fsync_interval: std::time::Duration::ZERO,
+            ..Default::default()
+        }
+    }
+
+    fn open_buffer(dir: &Path, keys: KeyRing) -> Result<DiskBuffer, BufferError> {
+        DiskBuffer::open_with_cipher(dir, buffer_config(), Arc::new(BufferCipher::new(keys)))
+    }
+
+    fn drain(b: &mut DiskBuffer) -> Vec<(u64, Vec<u8>)> {
+        std::iter::from_fn(|| b.next_unsent().unwrap()).collect()
+    }
+
+    use crate::buffer::{BUFFER_DIR, BufferError, DiskBuffer};
+
+    #[test]
+    fn the_buffer_skips_a_record_failing_authentication_and_delivers_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open_buffer(dir.path(), KeyRing::new(key(1), vec![])).unwrap();
+        for i in 1..=3 {
+            b.append(format!("msg=secret-{i}").as_bytes()).unwrap();
+        }
+        b.flush_and_sync().unwrap();
+        drop(b);
+        let seg = std::fs::read_dir(dir.path().join(BUFFER_DIR))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "buf"))
+            .unwrap();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        assert!(!bytes.windows(6).any(|w| w == b"secret"), "sealed on disk");
+        // Flip one ciphertext byte of record 2 and fix its CRC (a CRC is no defence):
+        // only authentication can notice.
+        let len_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+        let second = 64 + 8 + len_at(64);
+        let len = len_at(second);
+        bytes[second + 8 + 16 + 3] ^= 0x40;
+        let crc = crc32fast::hash(&bytes[second + 8..second + 8 + len]);
+        bytes[second + 4..second + 8].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let err = open_buffer(dir.path(), KeyRing::new(key(2), vec![])).unwrap_err();
+        assert!(
+            matches!(&err, BufferError::KeyUnavailable { key_id, .. } if *key_id == key(1).id_hex()),
+            "{err:?}"
+        );
+        let mut b = open_buffer(dir.path(), KeyRing::new(key(2), vec![key(1)])).unwrap();
+        assert_eq!(
+            drain(&mut b),
+            vec![(1, b"msg=secret-1".to_vec()), (3, b"msg=secret-3".to_vec())]
+        );
+        assert_eq!(b.stats().corrupt_records, 1);
+    }
+
     #[test]
     fn value_tokens_round_trip() {
         let c = ValueCipher::new(KeyRing::new(key(3), vec![]));
@@ -592,6 +672,12 @@ mod tests {
         let (line, errs) = c.decrypt_all(&format!("a={t} b=\"x {t} y\""));
         assert!(errs.is_empty());
         assert_eq!(line, "a=4111 1111 1111 1111 b=\"x 4111 1111 1111 1111 y\"");
+        let (line, errs) = c.decrypt_line(&format!("msg=\"card {t}\" card={t}"));
+        assert!(errs.is_empty());
+        assert_eq!(
+            line,
+            "msg=\"card 4111 1111 1111 1111\" card=\"4111 1111 1111 1111\""
+        );
         let other = ValueCipher::new(KeyRing::new(key(4), vec![]));
         assert!(matches!(other.decrypt(&t), Err(ValueError::UnknownKey(_))));
         let mut bad = t.clone();

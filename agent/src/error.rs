@@ -42,6 +42,9 @@ pub enum AgentError {
     /// The redaction rules could not be built.
     #[error("redaction")]
     Redact(#[from] crate::redact::RedactError),
+    /// The TLS settings for the collector could not be built.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A task of the agent stopped unexpectedly.
     #[error("agent task failed: {0}")]
     Task(String),

@@ -57,6 +57,9 @@ pub struct ForwardConfig {
     /// How long requests in flight may finish at shutdown. Default `2s`.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// PEM file of the CA certificates to trust for an `https://` collector, instead of
+    /// the system's trust store. Default none (system roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for ForwardConfig {
@@ -69,6 +72,7 @@ impl Default for ForwardConfig {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(2),
+            ca_file: None,
         }
     }
 }

@@ -18,6 +18,12 @@
 //! - `forward`: POSTs records to `/api/v1/ingest` with an idempotency key
 //!   `{agent_id}-{record_id}`, retries forever with backoff, dead-letters 4xx answers.
 //! - `admin`: `/healthz` and `/metrics`.
+//! - `tls`: rustls (ring provider) for an `https://` collector; `forward.ca_file` or the
+//!   system's trust store.
+//!
+//! Signals: SIGTERM (and Ctrl-C) stop the agent in order (see [`run`]). SIGHUP does not
+//! reload the configuration yet: it is caught and logged, and the agent keeps running
+//! with the configuration it started with; restart it to apply changes.
 //!
 //! # What "nothing lost" covers
 //!
@@ -59,6 +65,7 @@ mod identity;
 mod inputs;
 mod metrics;
 pub mod redact;
+mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -184,11 +191,14 @@ pub async fn run(
             addr: config.admin.to_string(),
             source,
         })?;
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .timeout(config.forward.request_timeout)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(AgentError::HttpClient)?;
+        .connect_timeout(Duration::from_secs(10));
+    if config.collector.starts_with("https://") {
+        let tls = tls::client_config(config.forward.ca_file.as_deref())?;
+        client = client.tls_backend_preconfigured(tls);
+    }
+    let client = client.build().map_err(AgentError::HttpClient)?;
 
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (inputs_stop, inputs_stop_rx) = watch::channel(false);
@@ -292,6 +302,7 @@ pub async fn run(
         },
         forward_stop_rx,
     ));
+    let hup_task = tokio::spawn(ignore_sighup());
 
     // Run until asked to stop, or until the batcher fails (the buffer is unusable).
     let mut early = None;
@@ -316,11 +327,29 @@ pub async fn run(
     let _ = forward_stop.send(true);
     let _ = forward_task.await;
     let _ = admin_task.await;
+    hup_task.abort();
     let synced = buffer.run(|b| b.flush_and_sync()).await;
     tracing::info!("Agent stopped.");
     batch_result.map_err(|e| AgentError::Task(e.to_string()))??;
     synced?;
     Ok(())
+}
+
+/// SIGHUP: configuration reload is not supported yet, so the signal is caught (its default
+/// action would end the agent without the orderly stop of SIGTERM) and logged with a hint.
+/// To apply a changed configuration, restart the agent: SIGTERM persists everything and
+/// the restart resumes from the buffer and the read positions.
+async fn ignore_sighup() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("Cannot listen for SIGHUP; it will end the agent.");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::warn!(
+            "SIGHUP received: reloading the configuration is not supported yet; restart the agent (SIGTERM loses nothing) to apply changes."
+        );
+    }
 }
 
 /// Overrides the checkpointed file positions with those of the records written after it

@@ -16,6 +16,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // reqwest is built with rustls and no default provider (`rustls-no-provider`): the
+    // project uses ring, installed once per process before any HTTP client is made.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SPOOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -38,6 +38,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
+    // reqwest uses rustls without a default provider; the project uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let lines = corpus_lines();
     let mut batches: Vec<Vec<u8>> = Vec::new();
     let mut total_bytes = 0usize;

@@ -38,6 +38,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // reqwest is built with rustls and no default provider (`rustls-no-provider`): the
+    // project uses ring, installed once per process before any HTTP client is made.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     config.validate()?;
     let auth = Auth::from_config(&config)?;
     let data_dir = config.data_dir.clone();

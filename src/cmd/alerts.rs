@@ -96,7 +96,8 @@ pub fn run(cmd: AlertsCommand) -> anyhow::Result<ExitCode> {
             }
             matchers.insert("alertname".to_string(), rule);
             let req = json!({ "matchers": matchers, "duration": duration, "comment": comment });
-            let body = runtime.block_on(target.client()?.post_json("/api/v1/alerts/silences", &req))?;
+            let body =
+                runtime.block_on(target.client()?.post_json("/api/v1/alerts/silences", &req))?;
             println!(
                 "silence {} until {}",
                 body["id"].as_str().unwrap_or("?"),
@@ -113,7 +114,10 @@ pub fn run(cmd: AlertsCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn print_table(body: &Value) {
-    println!("{:<24} {:<10} {:<9} {:<14} QUERY", "RULE", "KIND", "STATE", "THRESHOLD");
+    println!(
+        "{:<24} {:<10} {:<9} {:<14} QUERY",
+        "RULE", "KIND", "STATE", "THRESHOLD"
+    );
     for r in body["rules"].as_array().into_iter().flatten() {
         println!(
             "{:<24} {:<10} {:<9} {:<14} {}",
@@ -130,10 +134,20 @@ fn print_table(body: &Value) {
                 .flatten()
                 .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
                 .collect();
-            println!("  {:<22} {:<9} value {}", group.join(","), a["state"].as_str().unwrap_or(""), a["value"]);
+            println!(
+                "  {:<22} {:<9} value {}",
+                group.join(","),
+                a["state"].as_str().unwrap_or(""),
+                a["value"]
+            );
         }
     }
     for s in body["silences"].as_array().into_iter().flatten() {
-        println!("silence {} until {}: {}", s["id"].as_str().unwrap_or(""), s["expires_at"].as_str().unwrap_or(""), s["matchers"]);
+        println!(
+            "silence {} until {}: {}",
+            s["id"].as_str().unwrap_or(""),
+            s["expires_at"].as_str().unwrap_or(""),
+            s["matchers"]
+        );
     }
 }

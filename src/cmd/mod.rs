@@ -5,6 +5,7 @@ mod agent;
 mod alerts;
 mod audit;
 mod collector;
+mod decrypt;
 mod dlq;
 mod run;
 mod search;
@@ -38,6 +39,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Run a collector and an agent locally with embedded defaults (`--demo` adds a workload).
     Up(up::UpArgs),
+    /// Decrypt `enc:v1:` values (the agent's `encrypt` redaction action) in lines on stdin.
+    Decrypt(decrypt::DecryptArgs),
     /// Search the collector's index.
     Search(search::SearchArgs),
     /// Follow new matching lines as they are indexed.
@@ -78,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Collector(args) => collector::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Up(args) => up::run(args),
+        Command::Decrypt(args) => decrypt::run(args),
         Command::Search(args) => search::run(args),
         Command::Tail(args) => search::tail(args),
         Command::Alerts(cmd) => alerts::run(cmd),

@@ -17,6 +17,7 @@ pub fn spoor_bin() -> &'static str {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
+    install_crypto_provider();
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -470,4 +471,13 @@ impl Collector {
         let status = resp.status().as_u16();
         (status, resp.json().unwrap_or(Value::Null))
     }
+}
+
+/// reqwest is built with rustls and no default crypto provider; install ring once per test
+/// process (every test asks for a port first, so `free_port` calls this).
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }

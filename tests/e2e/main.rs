@@ -8,12 +8,16 @@
 mod harness;
 
 mod agent_buffer_full;
+mod agent_enospc;
 mod agent_exactly_once;
 mod agent_spill;
 mod agent_syslog;
+mod agent_tls;
 
+mod alerts;
 mod cli;
 mod collector;
+mod dlq;
 mod pipeline;
 mod run;
 mod search;

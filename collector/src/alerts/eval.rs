@@ -184,12 +184,19 @@ pub fn measure(
                 out.insert(g, if d > 0.0 { n / d } else { 0.0 });
             }
             for (g, n) in current {
-                out.entry(g).or_insert(if n > 0.0 { f64::INFINITY } else { 0.0 });
+                out.entry(g)
+                    .or_insert(if n > 0.0 { f64::INFINITY } else { 0.0 });
             }
             out
         }
         RuleKind::Spike => {
-            let previous = count(index, &rule.query, from.saturating_sub(w), from, &rule.group_by)?;
+            let previous = count(
+                index,
+                &rule.query,
+                from.saturating_sub(w),
+                from,
+                &rule.group_by,
+            )?;
             let mut out = BTreeMap::new();
             for (g, p) in &previous {
                 let c = current.get(g).copied().unwrap_or(0.0);
@@ -204,12 +211,7 @@ pub fn measure(
 }
 
 /// Up to 5 matching lines of a group, newest first, as logfmt.
-pub fn samples(
-    index: &LogIndex,
-    rule: &RuleConfig,
-    group: &Group,
-    now: i64,
-) -> Vec<String> {
+pub fn samples(index: &LogIndex, rule: &RuleConfig, group: &Group, now: i64) -> Vec<String> {
     let req = SearchRequest {
         q: format!("{}{}", counted_query(&rule.query), group_filter(group)),
         from: Some(rfc3339(now.saturating_sub(ms(rule.window)))),
@@ -228,12 +230,18 @@ pub fn samples(
             let ordered = spoor_sdk::event::RESERVED_ORDER
                 .iter()
                 .filter_map(|k| hit.get_key_value(*k))
-                .chain(hit.iter().filter(|(k, _)| !spoor_sdk::event::RESERVED_ORDER.contains(&k.as_str())));
+                .chain(
+                    hit.iter()
+                        .filter(|(k, _)| !spoor_sdk::event::RESERVED_ORDER.contains(&k.as_str())),
+                );
             for (k, v) in ordered {
                 if skip.contains(&k.as_str()) {
                     continue;
                 }
-                let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                let text = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
                 spoor_sdk::logfmt::write_pair(&mut line, k, &text);
             }
             line
@@ -256,7 +264,11 @@ mod tests {
     fn run(rule: &RuleConfig, a: &mut AlertState, evals: &[(i64, f64)]) -> Vec<(i64, Status)> {
         evals
             .iter()
-            .filter_map(|&(t, v)| step(rule, a, rule.breaches(v), v, t, false).notify.map(|s| (t, s)))
+            .filter_map(|&(t, v)| {
+                step(rule, a, rule.breaches(v), v, t, false)
+                    .notify
+                    .map(|s| (t, s))
+            })
             .collect()
     }
 
@@ -264,7 +276,18 @@ mod tests {
     fn fires_once_then_resolves() {
         let r = rule("");
         let mut a = AlertState::default();
-        let out = run(&r, &mut a, &[(0, 1.0), (1000, 5.0), (2000, 6.0), (3000, 7.0), (4000, 0.0), (5000, 0.0)]);
+        let out = run(
+            &r,
+            &mut a,
+            &[
+                (0, 1.0),
+                (1000, 5.0),
+                (2000, 6.0),
+                (3000, 7.0),
+                (4000, 0.0),
+                (5000, 0.0),
+            ],
+        );
         assert_eq!(out, [(1000, Status::Firing), (4000, Status::Resolved)]);
         assert_eq!(a.phase, Phase::Resolved);
     }
@@ -274,7 +297,10 @@ mod tests {
         let r = rule("for = \"2s\"");
         let mut a = AlertState::default();
         let s = step(&r, &mut a, true, 5.0, 0, false);
-        assert_eq!((a.phase, s.changed_from), (Phase::Pending, Some(Phase::Inactive)));
+        assert_eq!(
+            (a.phase, s.changed_from),
+            (Phase::Pending, Some(Phase::Inactive))
+        );
         assert_eq!(step(&r, &mut a, true, 5.0, 1000, false).notify, None);
         let s = step(&r, &mut a, true, 5.0, 2000, false);
         assert_eq!((a.phase, s.notify), (Phase::Firing, Some(Status::Firing)));
@@ -289,7 +315,11 @@ mod tests {
     fn keep_firing_for_delays_resolution() {
         let r = rule("keep_firing_for = \"3s\"");
         let mut a = AlertState::default();
-        let out = run(&r, &mut a, &[(0, 5.0), (1000, 0.0), (2000, 0.0), (3000, 0.0), (4000, 0.0)]);
+        let out = run(
+            &r,
+            &mut a,
+            &[(0, 5.0), (1000, 0.0), (2000, 0.0), (3000, 0.0), (4000, 0.0)],
+        );
         assert_eq!(out, [(0, Status::Firing), (3000, Status::Resolved)]);
     }
 
@@ -297,8 +327,19 @@ mod tests {
     fn repeats_on_the_repeat_interval() {
         let r = rule("repeat_interval = \"2s\"");
         let mut a = AlertState::default();
-        let out = run(&r, &mut a, &[(0, 5.0), (1000, 5.0), (2000, 5.0), (3000, 5.0), (4500, 5.0)]);
-        assert_eq!(out, [(0, Status::Firing), (2000, Status::Firing), (4500, Status::Firing)]);
+        let out = run(
+            &r,
+            &mut a,
+            &[(0, 5.0), (1000, 5.0), (2000, 5.0), (3000, 5.0), (4500, 5.0)],
+        );
+        assert_eq!(
+            out,
+            [
+                (0, Status::Firing),
+                (2000, Status::Firing),
+                (4500, Status::Firing)
+            ]
+        );
     }
 
     #[test]
@@ -308,7 +349,10 @@ mod tests {
         assert_eq!(step(&r, &mut a, true, 5.0, 0, true).notify, None);
         assert_eq!(a.phase, Phase::Firing);
         // Silence over while still firing: notified now.
-        assert_eq!(step(&r, &mut a, true, 5.0, 1000, false).notify, Some(Status::Firing));
+        assert_eq!(
+            step(&r, &mut a, true, 5.0, 1000, false).notify,
+            Some(Status::Firing)
+        );
         // Silenced throughout: resolves without telling anyone.
         let mut b = AlertState::default();
         step(&r, &mut b, true, 5.0, 0, true);
@@ -333,7 +377,10 @@ mod tests {
     fn state_survives_a_restart_without_renotifying() {
         let r = rule("");
         let mut a = AlertState::default();
-        assert_eq!(step(&r, &mut a, true, 5.0, 0, false).notify, Some(Status::Firing));
+        assert_eq!(
+            step(&r, &mut a, true, 5.0, 0, false).notify,
+            Some(Status::Firing)
+        );
         let json = serde_json::to_string(&a).expect("serialise");
         let mut back: AlertState = serde_json::from_str(&json).expect("parse");
         assert_eq!(step(&r, &mut back, true, 5.0, 60_000, false).notify, None);

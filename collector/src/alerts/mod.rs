@@ -130,7 +130,11 @@ impl Alerts {
         store
             .alerts
             .retain(|_, a| alerts.rules.iter().any(|r| r.name == a.rule));
-        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let link_base = alerts
             .public_url
             .clone()
@@ -220,7 +224,8 @@ impl Alerts {
             let this = self.clone();
             tokio::spawn(async move {
                 let i = &this.inner;
-                let _ = notify::deliver(&i.http, &target, &body, i.retry, &i.metrics.delivery).await;
+                let _ =
+                    notify::deliver(&i.http, &target, &body, i.retry, &i.metrics.delivery).await;
             });
         }
     }
@@ -274,7 +279,10 @@ impl Alerts {
                 };
                 if silenced {
                     let mut probe = alert.clone();
-                    if eval::step(rule, &mut probe, breach, value, now, false).notify.is_some() {
+                    if eval::step(rule, &mut probe, breach, value, now, false)
+                        .notify
+                        .is_some()
+                    {
                         i.metrics.silenced.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -284,14 +292,18 @@ impl Alerts {
                 }
                 let alert = alert.clone();
                 if let Some(from) = step.changed_from {
-                    outcome.audit_lines.push(audit_line(rule, &alert, from, now));
+                    outcome
+                        .audit_lines
+                        .push(audit_line(rule, &alert, from, now));
                     tracing::info!(rule = %rule.name, group = ?group, from = from.as_str(), to = alert.phase.as_str(), value, "Alert state changed.");
                 }
                 if let Some(status) = step.notify {
                     let msg = self.message(rule, &alert, labels, status, now);
                     for name in &rule.notify {
                         if let Some(t) = i.targets.get(name) {
-                            outcome.deliveries.push((t.clone(), notify::payload(t.kind, &msg)));
+                            outcome
+                                .deliveries
+                                .push((t.clone(), notify::payload(t.kind, &msg)));
                         }
                     }
                 }
@@ -427,9 +439,13 @@ impl Alerts {
             return Err("a silence needs at least one matcher (for example alertname)".into());
         }
         let now = now_ms();
-        let expires_at = now.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
+        let expires_at =
+            now.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
         let silence = Silence {
-            id: format!("{now:x}-{:x}", self.inner.metrics.evaluations.load(Ordering::Relaxed)),
+            id: format!(
+                "{now:x}-{:x}",
+                self.inner.metrics.evaluations.load(Ordering::Relaxed)
+            ),
             matchers,
             expires_at,
             comment,

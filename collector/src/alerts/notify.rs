@@ -235,11 +235,18 @@ fn teams(msg: &Message) -> Value {
         json!({ "type": "FactSet", "facts": facts }),
     ];
     if !msg.samples.is_empty() {
-        let samples: Vec<String> = msg.samples.iter().map(|s| truncate(s, SAMPLE_LIMIT)).collect();
-        body.push(json!({ "type": "TextBlock", "text": truncate(&samples.join("\n"), TEAMS_TEXT_LIMIT),
-                          "fontType": "Monospace", "wrap": true, "size": "Small" }));
+        let samples: Vec<String> = msg
+            .samples
+            .iter()
+            .map(|s| truncate(s, SAMPLE_LIMIT))
+            .collect();
+        body.push(
+            json!({ "type": "TextBlock", "text": truncate(&samples.join("\n"), TEAMS_TEXT_LIMIT),
+                          "fontType": "Monospace", "wrap": true, "size": "Small" }),
+        );
     }
-    let mut actions = vec![json!({ "type": "Action.OpenUrl", "title": "Show lines", "url": msg.link })];
+    let mut actions =
+        vec![json!({ "type": "Action.OpenUrl", "title": "Show lines", "url": msg.link })];
     if let Some(r) = &msg.runbook {
         actions.push(json!({ "type": "Action.OpenUrl", "title": "Runbook", "url": r }));
     }
@@ -261,7 +268,10 @@ fn teams(msg: &Message) -> Value {
 
 fn webhook(msg: &Message) -> Value {
     let mut annotations = BTreeMap::from([
-        ("summary".to_string(), format!("{}: {}", msg.title(), msg.summary())),
+        (
+            "summary".to_string(),
+            format!("{}: {}", msg.title(), msg.summary()),
+        ),
         ("value".to_string(), number(msg.value)),
         ("threshold".to_string(), msg.threshold.clone()),
         ("window".to_string(), msg.window.clone()),
@@ -415,7 +425,8 @@ async fn attempt_all(
                     return Ok(status.as_u16());
                 }
                 last = format!("HTTP {}", status.as_u16());
-                let retryable = status.as_u16() == 429 || status.as_u16() == 408 || status.is_server_error();
+                let retryable =
+                    status.as_u16() == 429 || status.as_u16() == 408 || status.is_server_error();
                 if !retryable {
                     break;
                 }
@@ -468,7 +479,9 @@ mod tests {
             ends_at: "0001-01-01T00:00:00Z".into(),
             link: "http://127.0.0.1:8740/?q=level%3Aerror".into(),
             runbook: Some("https://wiki/charge".into()),
-            samples: (0..samples).map(|i| format!("level=error msg=\"{}\"", "x".repeat(i * 200))).collect(),
+            samples: (0..samples)
+                .map(|i| format!("level=error msg=\"{}\"", "x".repeat(i * 200)))
+                .collect(),
         }
     }
 
@@ -477,7 +490,11 @@ mod tests {
         let m = message(5);
         let p = payload(NotifierKind::Discord, &m);
         let content = p["content"].as_str().expect("content");
-        assert!(content.chars().count() <= DISCORD_LIMIT, "{}", content.len());
+        assert!(
+            content.chars().count() <= DISCORD_LIMIT,
+            "{}",
+            content.len()
+        );
         assert!(content.contains("charge-errors") && content.contains("> 10"));
         assert!(content.ends_with("```\n"), "{content}");
     }
@@ -487,10 +504,19 @@ mod tests {
         let p = payload(NotifierKind::Webhook, &message(1));
         assert_eq!(p["version"], "4");
         assert_eq!(p["status"], "firing");
-        assert_eq!(p["groupKey"], "{}:{alertname=\"charge-errors\", task=\"charge\"}");
+        assert_eq!(
+            p["groupKey"],
+            "{}:{alertname=\"charge-errors\", task=\"charge\"}"
+        );
         assert_eq!(p["commonLabels"]["task"], "charge");
-        assert_eq!(p["alerts"][0]["fingerprint"].as_str().map(str::len), Some(16));
-        assert_eq!(p["alerts"][0]["annotations"]["runbook_url"], "https://wiki/charge");
+        assert_eq!(
+            p["alerts"][0]["fingerprint"].as_str().map(str::len),
+            Some(16)
+        );
+        assert_eq!(
+            p["alerts"][0]["annotations"]["runbook_url"],
+            "https://wiki/charge"
+        );
     }
 
     #[test]
@@ -500,7 +526,10 @@ mod tests {
         let a = &p["attachments"][0];
         assert_eq!(a["contentType"], "application/vnd.microsoft.card.adaptive");
         assert_eq!(a["content"]["type"], "AdaptiveCard");
-        assert_eq!(a["content"]["actions"][0]["url"], "http://127.0.0.1:8740/?q=level%3Aerror");
+        assert_eq!(
+            a["content"]["actions"][0]["url"],
+            "http://127.0.0.1:8740/?q=level%3Aerror"
+        );
     }
 
     #[test]

@@ -278,7 +278,10 @@ impl AlertsConfig {
             }
             for f in &r.group_by {
                 if f.is_empty() || f.contains(|c: char| c.is_whitespace() || c == ',' || c == '|') {
-                    return Err(invalid(format!("{}: `{f}` is not a field name", key("group_by"))));
+                    return Err(invalid(format!(
+                        "{}: `{f}` is not a field name",
+                        key("group_by")
+                    )));
                 }
             }
             for q in std::iter::once(&r.query).chain(r.of.iter()) {
@@ -358,8 +361,12 @@ mod tests {
             "{base}[[rule]]\nname = \"r\"\nkind = \"threshold\"\nquery = \"a\"\nwindow = \"1m\"\nnotify = [\"nope\"]\n"
         ))
         .unwrap_err();
-        assert!(e.contains("alerts.rule.r.notify") && e.contains("nope"), "{e}");
-        let e = parse("[[notifier]]\nname = \"ops\"\nkind = \"telegram\"\nurl = \"x\"\n").unwrap_err();
+        assert!(
+            e.contains("alerts.rule.r.notify") && e.contains("nope"),
+            "{e}"
+        );
+        let e =
+            parse("[[notifier]]\nname = \"ops\"\nkind = \"telegram\"\nurl = \"x\"\n").unwrap_err();
         assert!(e.contains("telegram"), "{e}");
         let e = parse(&format!(
             "{base}[[rule]]\nname = \"r\"\nkind = \"threshold\"\nquery = \"a\"\nwindow = \"soon\"\n"

@@ -189,7 +189,12 @@ mod tests {
     fn round_trips_through_the_file() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = state_path(dir.path());
-        assert!(AlertStore::load(&path).expect("missing is empty").alerts.is_empty());
+        assert!(
+            AlertStore::load(&path)
+                .expect("missing is empty")
+                .alerts
+                .is_empty()
+        );
         let mut store = AlertStore::default();
         let group = BTreeMap::from([("task".to_string(), "charge".to_string())]);
         store.alerts.insert(

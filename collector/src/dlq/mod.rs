@@ -32,7 +32,7 @@ pub mod replay;
 pub mod store;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -276,7 +276,7 @@ impl Dlq {
             let _ = h.await;
         }
         let store = self.store.clone();
-        Ok(blocking(move || store.job(id)).await?)
+        blocking(move || store.job(id)).await
     }
 
     /// Marks an entry discarded, with an audit record.
@@ -297,7 +297,7 @@ impl Dlq {
             ),
         ])
         .await;
-        Ok(result?)
+        result
     }
 
     fn spawn_job(self: &Arc<Self>, id: u64, resumed: bool) {
@@ -471,7 +471,7 @@ async fn blocking<T: Send + 'static>(
 
 fn follow(
     store: &DlqStore,
-    data_dir: &PathBuf,
+    data_dir: &Path,
     committed: &watch::Receiver<u64>,
     stop: &AtomicBool,
     followed: &watch::Sender<u64>,

@@ -82,7 +82,9 @@ pub(super) async fn test(
     state.auth.check(&headers, Scope::Admin)?;
     let req: TestRequest = parse_body(&body)?;
     match state.alerts.test_notifier(&req.notifier).await {
-        Ok(status) => Ok(Json(json!({ "notifier": req.notifier, "delivered": true, "status": status }))),
+        Ok(status) => Ok(Json(
+            json!({ "notifier": req.notifier, "delivered": true, "status": status }),
+        )),
         Err(e) => Err(ApiError::new(StatusCode::BAD_GATEWAY, e).with("notifier", req.notifier)),
     }
 }
