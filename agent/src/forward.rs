@@ -112,6 +112,19 @@ pub(crate) fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
     Duration::from_nanos(random_u64() % nanos.saturating_add(1))
 }
 
+/// An error with its sources (`error sending request: ...: invalid peer certificate`), so
+/// that TLS and connection failures say what went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Reads `Retry-After` as seconds (HTTP dates are not read; backoff applies then).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let secs: u64 = headers
@@ -299,7 +312,7 @@ impl Forwarder {
             Err(e) => {
                 return Outcome::Retry {
                     wait: None,
-                    reason: format!("{e}"),
+                    reason: error_chain(&e),
                 };
             }
         };

@@ -314,6 +314,45 @@ max_replays = 3
     }
 
     #[test]
+    fn reads_the_whole_collector_config_of_the_design() {
+        // The collector configuration block of DESIGN.md, verbatim.
+        let c = CollectorConfig::from_toml(
+            r#"
+[alerts]
+interval = "15s"                      # how often rules are evaluated
+
+[[alerts.notifier]]
+name = "ops-chat"
+kind = "slack"                        # slack | mattermost | discord | teams | webhook
+url_env = "SPOOR_OPS_WEBHOOK"         # or url_file = "...", or url = "..." (discouraged)
+
+[[alerts.rule]]
+name = "charge-errors"
+kind = "threshold"                    # threshold | ratio | spike | absence
+query = "level:error task:charge"
+# for kind = "ratio":  of = "task:charge"  (the denominator query)
+window = "5m"
+op = ">"                              # > >= < <=
+value = 10
+for = "1m"
+group_by = ["task"]
+notify = ["ops-chat"]
+repeat_interval = "4h"
+send_resolved = true
+
+[[dlq.target]]
+task = "parse_email"                  # or "*" for the default target
+url = "http://127.0.0.1:9000/tasks/parse_email"
+max_replays = 3
+"#,
+        )
+        .expect("the DESIGN.md example parses");
+        assert!(c.dlq.validate().is_ok());
+        assert_eq!(c.dlq.targets.len(), 1);
+        assert_eq!(c.dlq.targets[0].task, "parse_email");
+    }
+
+    #[test]
     fn reads_the_alerts_of_the_design() {
         // The `[alerts]` blocks of DESIGN.md, verbatim.
         let c = CollectorConfig::from_toml(

@@ -7,6 +7,8 @@
 //!   and offline verification;
 //! - [`index`]: the tantivy index derived from the audit log;
 //! - [`search`]: running queries, pipeline stages, histogram and facets.
+//! - [`dlq`]: the dead-letter store built from `kind=deadletter` events, and replays to
+//!   configured targets (rate-limited, resumable, idempotent, loop-guarded).
 //!
 //! It leaves the query language and index schema to `spoor-query`, and the event format to
 //! `spoor-sdk`. [`server::run`] wires everything together for the `spoor collector` command.

@@ -73,7 +73,7 @@ impl Selection {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
+pub enum Output {
     Table,
     Json,
 }

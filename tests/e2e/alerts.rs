@@ -518,6 +518,9 @@ notify = ["hook"]
     let mut c = Collector::start_with_config(&config);
     log_lines(&c, "charge", "error", 2);
     rx.wait_delivered("hook", 1);
+    wait_for("the outbox to empty", Duration::from_secs(10), || {
+        (c.get("/api/v1/alerts", &[]).1["undelivered"] == 0).then_some(())
+    });
     c.restart_with_config();
     wait_for(
         "evaluations after the restart",
@@ -531,4 +534,40 @@ notify = ["hook"]
         1,
         "notified again after the restart"
     );
+}
+
+#[test]
+fn a_notification_in_flight_at_a_crash_is_delivered_after_the_restart() {
+    let rx = Receiver::start(1);
+    let config = format!(
+        r#"
+[alerts]
+interval = "200ms"
+{}
+[[alerts.rule]]
+name = "errs"
+kind = "threshold"
+query = "level:error"
+window = "1m"
+value = 0
+notify = ["hook"]
+"#,
+        notifier("hook", "teams", &rx.url("hook")),
+    );
+    let mut c = Collector::start_with_config(&config);
+    log_lines(&c, "charge", "error", 1);
+    // The first attempt is answered 429 Retry-After: 1; the collector dies while waiting.
+    wait_for("the first attempt", Duration::from_secs(30), || {
+        (!rx.all().is_empty()).then_some(())
+    });
+    c.restart_with_config();
+    let got = rx.wait_delivered("hook", 1);
+    assert_eq!(got[0]["type"], "message");
+    wait_for(
+        "evaluations after the restart",
+        Duration::from_secs(30),
+        || (c.metric("spoor_alert_evaluations_total")? >= 10).then_some(()),
+    );
+    assert_eq!(rx.delivered("hook").len(), 1, "{:?}", rx.all());
+    assert_eq!(c.get("/api/v1/alerts", &[]).1["undelivered"], 0);
 }

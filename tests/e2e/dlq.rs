@@ -405,4 +405,73 @@ fn dead_letter_replay_resumes_after_kill_without_duplicates() {
         );
     }
     assert!(keys.len() <= 8, "{keys:?}");
+    eprintln!(
+        "received {} before the kill, {} in all; job {done}",
+        before,
+        keys.len()
+    );
+
+    // The store is derived: deleted, it is rebuilt from the audit log (entries pending).
+    c.kill9();
+    std::fs::remove_dir_all(c.data_dir().join("dlq")).expect("remove the dlq store");
+    c.restart_with_config();
+    let rebuilt = wait_listed(&c, &["--task", "slow"], 8);
+    assert!(rebuilt.values().all(|e| e["state"] == "pending"));
+    assert_eq!(receiver.keys().len(), keys.len(), "a rebuild sends nothing");
+}
+
+#[test]
+fn dead_letter_api_needs_the_admin_scope() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (read, admin) = (
+        dir.path().join("read.token"),
+        dir.path().join("admin.token"),
+    );
+    std::fs::write(&read, "read-secret\n").expect("token");
+    std::fs::write(&admin, "admin-secret\n").expect("token");
+    let c = Collector::start_with_config(&format!(
+        r#"
+[[tokens]]
+name = "reader"
+scopes = ["read"]
+token_file = "{}"
+[[tokens]]
+name = "ops"
+scopes = ["admin"]
+token_file = "{}"
+[[dlq.target]]
+url = "http://127.0.0.1:9/never"
+"#,
+        read.display(),
+        admin.display()
+    ));
+    let http = reqwest::blocking::Client::new();
+    let status = |token: Option<&str>, post: bool, path: &str| {
+        let url = format!("{}{path}", c.url());
+        let mut req = if post {
+            http.post(url).json(&json!({"dry_run": true}))
+        } else {
+            http.get(url)
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().expect("request").status().as_u16()
+    };
+    assert_eq!(status(None, false, "/api/v1/dlq"), 401);
+    assert_eq!(status(Some("read-secret"), false, "/api/v1/dlq"), 403);
+    assert_eq!(status(Some("read-secret"), true, "/api/v1/dlq/replay"), 403);
+    assert_eq!(
+        status(Some("read-secret"), true, "/api/v1/dlq/1/discard"),
+        403
+    );
+    assert_eq!(status(Some("admin-secret"), false, "/api/v1/dlq"), 200);
+    assert_eq!(
+        status(Some("admin-secret"), true, "/api/v1/dlq/replay"),
+        200
+    );
+    assert_eq!(status(Some("admin-secret"), false, "/api/v1/dlq/7"), 404);
+    // The CLI takes the token from a file.
+    let (code, _, err) = c.cli(&["dlq", "list", "--token-file", &admin.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
 }

@@ -82,9 +82,10 @@ const IPV6: Builtin = Builtin {
     check: Some(check_ipv6),
 };
 
-/// The enabled built-ins with their actions.
+/// The enabled built-ins with their actions, in priority order (see [`super`]).
 pub(crate) fn enabled(d: &Detectors) -> Vec<(Builtin, super::rules::Action)> {
     [
+        (URL_PASSWORD, d.url_password),
         (CARD, d.card),
         (EMAIL, d.email),
         (AWS_ACCESS_KEY, d.aws_access_key),
@@ -93,7 +94,6 @@ pub(crate) fn enabled(d: &Detectors) -> Vec<(Builtin, super::rules::Action)> {
         (JWT, d.jwt),
         (AUTHORIZATION, d.authorization),
         (PRIVATE_KEY, d.private_key),
-        (URL_PASSWORD, d.url_password),
         (SSN, d.ssn),
         (IPV4, d.ip),
         (IPV6, d.ip),

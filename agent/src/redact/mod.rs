@@ -20,7 +20,9 @@
 //! `@`…) into a prefilter where the set allows it. Only the rules the set reported are
 //! then run on their own to find the spans (a set reports which patterns matched, not
 //! where), and each candidate passes its detector's check (Luhn, ranges, boundaries).
-//! Overlapping spans keep the earliest (longest on ties).
+//! Overlapping spans keep the earliest; on the same start, the rule listed first (the
+//! built-ins in [`detectors`] order, then custom rules), so `user:pw@host` is a
+//! `url_password`, not an email.
 
 mod action;
 pub(crate) mod detectors;
@@ -326,7 +328,7 @@ impl Redactor {
             if spans.is_empty() {
                 continue;
             }
-            spans.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            spans.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)).then(b.1.cmp(&a.1)));
             let mut out = String::with_capacity(value.len());
             let mut at = 0;
             let mut dropped = false;

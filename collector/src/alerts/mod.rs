@@ -5,9 +5,11 @@
 //! - [`notify`]: payloads per notifier kind and delivery with retries;
 //! - [`state`]: the persisted alert states and silences.
 //!
-//! Invariants: one evaluation at a time; the state file is written before that
-//! evaluation's notifications are handed to delivery tasks, so a restart never repeats a
-//! notification (a crash between the write and the delivery can lose one: at most once);
+//! Invariants: one evaluation at a time; the state file, with the notifications decided
+//! (the outbox), is written before they are handed to delivery tasks, so a restart never
+//! decides a notification twice; an outbox entry is removed once delivered or given up
+//! on, and entries left by a crash are sent again at start (a crash after the receiver
+//! answered but before the removal was saved can repeat that one message);
 //! every phase change is appended to the audit log as a `kind=alert` line; delivery runs
 //! in its own task per notification and never blocks evaluation. At shutdown the evaluator
 //! stops before the audit log closes; deliveries in flight are abandoned.
@@ -28,7 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use rule::{AlertsConfig, NotifierConfig, NotifierKind, Op, RuleConfig, RuleKind};
-pub use state::{AlertState, AlertStore, Phase, Silence};
+pub use state::{AlertState, AlertStore, Pending, Phase, Silence};
 
 use crate::audit::AuditWriter;
 use crate::config::CollectorConfig;
@@ -74,7 +76,7 @@ struct Inner {
 /// What one evaluation produced.
 struct Outcome {
     audit_lines: Vec<Vec<u8>>,
-    deliveries: Vec<(Target, Value)>,
+    deliveries: Vec<(Target, Pending)>,
 }
 
 /// The running evaluator; [`EvaluatorTask::stop`] ends it.
@@ -179,6 +181,7 @@ impl Alerts {
         if self.inner.config.rules.is_empty() {
             return EvaluatorTask { stop, handle: None };
         }
+        self.resume_outbox();
         let this = self.clone();
         let handle = tokio::spawn(async move {
             let mut tick = tokio::time::interval(this.inner.config.interval);
@@ -220,13 +223,48 @@ impl Alerts {
                 tracing::error!(error = %e, "Could not append alert state changes to the audit log.");
             }
         }
-        for (target, body) in outcome.deliveries {
-            let this = self.clone();
-            tokio::spawn(async move {
-                let i = &this.inner;
-                let _ =
-                    notify::deliver(&i.http, &target, &body, i.retry, &i.metrics.delivery).await;
-            });
+        for (target, pending) in outcome.deliveries {
+            self.dispatch(target, pending);
+        }
+    }
+
+    /// Delivers one outbox entry in its own task, then removes it from the outbox.
+    fn dispatch(&self, target: Target, pending: Pending) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let i = &this.inner;
+            let _ = notify::deliver(
+                &i.http,
+                &target,
+                &pending.body,
+                i.retry,
+                &i.metrics.delivery,
+            )
+            .await;
+            let done = this.clone();
+            let saved = tokio::task::spawn_blocking(move || {
+                let mut store = done.store();
+                store.outbox.retain(|p| p.id != pending.id);
+                store.save(&done.inner.path)
+            })
+            .await;
+            if let Ok(Err(e)) = saved {
+                tracing::error!(error = %e, "Could not save the alert outbox.");
+            }
+        });
+    }
+
+    /// Sends again what a previous run decided but did not finish delivering.
+    fn resume_outbox(&self) {
+        let pending: Vec<Pending> = self.store().outbox.clone();
+        for p in pending {
+            match self.inner.targets.get(&p.notifier) {
+                Some(t) => {
+                    tracing::info!(notifier = %p.notifier, "Resending an alert notification left by the previous run.");
+                    self.dispatch(t.clone(), p);
+                }
+                None => self.store().outbox.retain(|q| q.id != p.id),
+            }
         }
     }
 
@@ -301,9 +339,16 @@ impl Alerts {
                     let msg = self.message(rule, &alert, labels, status, now);
                     for name in &rule.notify {
                         if let Some(t) = i.targets.get(name) {
-                            outcome
-                                .deliveries
-                                .push((t.clone(), notify::payload(t.kind, &msg)));
+                            let body = notify::payload(t.kind, &msg);
+                            let id = store.enqueue(name, body.clone());
+                            outcome.deliveries.push((
+                                t.clone(),
+                                Pending {
+                                    id,
+                                    notifier: name.clone(),
+                                    body,
+                                },
+                            ));
                         }
                     }
                 }
@@ -314,6 +359,8 @@ impl Alerts {
                 // Without the state on disk a restart would notify again; better to skip
                 // this round's notifications and retry the next evaluation.
                 tracing::error!(error = %e, "Could not save alert state; holding notifications.");
+                let queued: Vec<u64> = outcome.deliveries.iter().map(|(_, p)| p.id).collect();
+                store.outbox.retain(|p| !queued.contains(&p.id));
                 outcome.deliveries.clear();
             }
         }
@@ -424,7 +471,7 @@ impl Alerts {
             .filter(|s| s.expires_at > now)
             .map(silence_json)
             .collect();
-        json!({ "rules": rules, "silences": silences })
+        json!({ "rules": rules, "silences": silences, "undelivered": store.outbox.len() })
     }
 
     /// Adds a silence and persists it.

@@ -97,6 +97,24 @@ pub struct AlertStore {
     pub alerts: BTreeMap<String, AlertState>,
     /// Silences, expired ones are dropped on save.
     pub silences: Vec<Silence>,
+    /// Notifications decided but not yet delivered (or given up on): sent again after a
+    /// restart, so a crash between deciding and delivering loses nothing.
+    #[serde(default)]
+    pub outbox: Vec<Pending>,
+    /// The id of the next outbox entry.
+    #[serde(default)]
+    pub next_id: u64,
+}
+
+/// A notification waiting for delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Identifier within the store.
+    pub id: u64,
+    /// The notifier's name.
+    pub notifier: String,
+    /// The payload.
+    pub body: serde_json::Value,
 }
 
 /// The key of one alert in the store.
@@ -173,6 +191,18 @@ impl AlertStore {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+
+    /// Queues a notification; returns its id.
+    pub fn enqueue(&mut self, notifier: &str, body: serde_json::Value) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.outbox.push(Pending {
+            id,
+            notifier: notifier.to_string(),
+            body,
+        });
+        id
     }
 
     /// Drops silences that expired before `now`.

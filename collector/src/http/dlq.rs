@@ -2,6 +2,7 @@
 //! run, `max`, `rate`), follow a replay job, discard.
 //!
 //! - `GET  /api/v1/dlq?task=&error=&state=&from=&to=&limit=` → `{"entries": [...], "total"}`
+//!   (`total` counts every match; `entries` are the first `limit`, oldest first)
 //! - `GET  /api/v1/dlq/{id}` → the entry
 //! - `POST /api/v1/dlq/{id}/replay` → sends it now and answers with the entry and job
 //! - `POST /api/v1/dlq/replay` with a JSON body `{task, error, state, from, to, max, rate,
@@ -86,11 +87,14 @@ pub(super) async fn list(
     let filter = params.filter()?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     let dlq = state.dlq.clone();
-    let entries = tokio::task::spawn_blocking(move || dlq.store().list(&filter, limit))
+    let mut entries = tokio::task::spawn_blocking(move || dlq.store().list(&filter, usize::MAX))
         .await
         .map_err(|e| ApiError::internal("listing dead letters", &e))?
         .map_err(DlqError::from)?;
-    Ok(Json(json!({ "total": entries.len(), "entries": entries })))
+    // `total` counts every match; `entries` holds the first `limit`, oldest first.
+    let total = entries.len();
+    entries.truncate(limit);
+    Ok(Json(json!({ "total": total, "entries": entries })))
 }
 
 pub(super) async fn show(

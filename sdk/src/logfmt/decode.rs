@@ -101,7 +101,7 @@ pub fn parse_strict(line: &[u8]) -> Result<Vec<Pair<'_>>, DecodeError> {
     let text = text.strip_suffix('\n').unwrap_or(text);
     let text = text.strip_suffix('\r').unwrap_or(text);
     let bytes = text.as_bytes();
-    let mut pairs = Vec::with_capacity(8);
+    let mut pairs = Vec::with_capacity(16);
     let mut i = 0;
     loop {
         while i < bytes.len() && is_separator(bytes[i]) {
@@ -170,10 +170,9 @@ fn parse_quoted(text: &str, open: usize) -> Result<(Cow<'_, str>, usize), Decode
     let bytes = text.as_bytes();
     let start = open + 1;
     let mut i = start;
-    // Fast path: no escapes, borrow.
-    while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\\' {
-        i += 1;
-    }
+    // Fast path: no escapes, borrow. Quoted values (messages) are most of the bytes of a
+    // typical line, so the scan for the closing quote uses memchr's vectorised search.
+    i += memchr::memchr2(b'"', b'\\', &bytes[i..]).unwrap_or(bytes.len() - i);
     if i >= bytes.len() {
         return Err(err(open, DecodeErrorKind::UnterminatedQuote));
     }
@@ -213,9 +212,7 @@ fn parse_quoted(text: &str, open: usize) -> Result<(Cow<'_, str>, usize), Decode
             }
             _ => {
                 let run_start = i;
-                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\\' {
-                    i += 1;
-                }
+                i += memchr::memchr2(b'"', b'\\', &bytes[i..]).unwrap_or(bytes.len() - i);
                 out.push_str(&text[run_start..i]);
             }
         }
