@@ -130,9 +130,15 @@ fn serve(stream: std::net::TcpStream, log: &Mutex<Vec<Received>>, remaining: &At
 
 /// Now in RFC 3339 (UTC, milliseconds), so the lines fall in the rules' windows.
 fn now_ts() -> String {
+    ts_ago(Duration::ZERO)
+}
+
+/// `ago` before now in RFC 3339.
+fn ts_ago(ago: Duration) -> String {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
+        .expect("clock after 1970")
+        - ago;
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -570,4 +576,62 @@ notify = ["hook"]
     );
     assert_eq!(rx.delivered("hook").len(), 1, "{:?}", rx.all());
     assert_eq!(c.get("/api/v1/alerts", &[]).1["undelivered"], 0);
+}
+
+#[test]
+fn ratio_and_spike_rules_fire_on_their_measures() {
+    let rx = Receiver::start(0);
+    let config = format!(
+        r#"
+[alerts]
+interval = "200ms"
+{}
+[[alerts.rule]]
+name = "charge-error-ratio"
+kind = "ratio"
+query = "level:error task:charge"
+of = "task:charge"
+window = "30s"
+op = ">="
+value = 0.5
+notify = ["hook"]
+
+[[alerts.rule]]
+name = "email-spike"
+kind = "spike"
+query = "task:email"
+window = "10s"
+op = ">"
+value = 3
+notify = ["hook"]
+"#,
+        notifier("hook", "webhook", &rx.url("hook")),
+    );
+    let c = Collector::start_with_config(&config);
+    // 6 errors out of 10 charge lines: ratio 0.6.
+    log_lines(&c, "charge", "error", 6);
+    log_lines(&c, "charge", "info", 4);
+    // 2 email lines in the window before, 10 in this one: 5 times as many.
+    let mut body = String::new();
+    for _ in 0..2 {
+        body.push_str(&format!(
+            "ts={} level=info task=email msg=sent\n",
+            ts_ago(Duration::from_secs(15))
+        ));
+    }
+    let (status, answer) = c.ingest(body.as_bytes(), None);
+    assert_eq!(status, 200, "{answer}");
+    log_lines(&c, "email", "info", 10);
+    let got = rx.wait_delivered("hook", 2);
+    let by_rule = |name: &str| {
+        got.iter()
+            .find(|h| h["commonLabels"]["alertname"] == name)
+            .unwrap_or_else(|| panic!("no notification for {name}: {got:?}"))
+            .clone()
+    };
+    let ratio = by_rule("charge-error-ratio");
+    assert_eq!(ratio["alerts"][0]["annotations"]["value"], "0.600");
+    assert_eq!(ratio["alerts"][0]["annotations"]["threshold"], ">= 0.5");
+    let spike = by_rule("email-spike");
+    assert_eq!(spike["alerts"][0]["annotations"]["value"], "5");
 }

@@ -330,10 +330,11 @@ fn dead_letter_replay_rate_limit_holds() {
     assert!(out.contains("replayed=6"), "{out}");
     let got = receiver.received();
     assert_eq!(got.len(), 6);
-    // 5/s means 200 ms apart; allow generous slack for a loaded machine, but no burst.
+    // 5/s means requests leave at least 200 ms apart; the receiver sees them with the
+    // jitter of a loaded machine, so the bounds are generous, but there is no burst.
     for pair in got.windows(2) {
         let gap = pair[1].at - pair[0].at;
-        assert!(gap >= Duration::from_millis(120), "requests {gap:?} apart");
+        assert!(gap >= Duration::from_millis(100), "requests {gap:?} apart");
     }
     let span = got[5].at - got[0].at;
     assert!(span >= Duration::from_millis(800), "6 requests in {span:?}");

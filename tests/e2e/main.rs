@@ -21,6 +21,7 @@ mod collector;
 mod deploy;
 mod dlq;
 mod pipeline;
+mod retention;
 mod run;
 mod search;
 mod tls;

@@ -319,6 +319,13 @@ impl Dlq {
             return Err(StoreError::NotFound(id).into());
         };
         let mut bucket = job.rate.map(TokenBucket::new);
+        // The bucket paces the loop; this keeps the requests themselves at least
+        // `1/rate` apart even when marking an entry took longer for one than the next.
+        let spacing = job
+            .rate
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|r| Duration::from_secs_f64(1.0 / r));
+        let mut last_sent: Option<tokio::time::Instant> = None;
         let mut outcome: HashMap<&'static str, Vec<u64>> = HashMap::new();
         let mut job = job;
         while !job.done && !self.stop.load(Ordering::SeqCst) {
@@ -346,6 +353,10 @@ impl Dlq {
                 outcome.entry("refused").or_default().push(entry_id);
                 continue;
             };
+            if let (Some(gap), Some(last)) = (spacing, last_sent) {
+                tokio::time::sleep_until(last + gap).await;
+            }
+            last_sent = Some(tokio::time::Instant::now());
             let (ok, attempt) = replay::send(&self.http, &target, &e, id).await;
             tracing::info!(job = id, entry = e.id, ok, status = ?attempt.status, "Dead-letter entry replayed.");
             let store = self.store.clone();

@@ -1,0 +1,827 @@
+// spoor web UI: plain JS, no framework, no build step.
+// Log content is attacker-controlled: every value reaches the page through textContent,
+// createTextNode or attributes set with setAttribute on known-safe names; never innerHTML.
+'use strict';
+
+(function () {
+  const PRESETS = ['5m', '15m', '1h', '24h', '7d'];
+  const DEFAULT_RANGE = '15m';
+  const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
+  const FACETS = ['level', 'task', 'host', 'version', 'kind'];
+  const CHIP_KEYS = ['task', 'host', 'version', 'task_id', 'attempt', 'kind'];
+  const RESERVED = ['ts', 'level', 'msg', 'task', 'task_id', 'attempt', 'depth', 'version',
+    'host', 'pid', 'instance', 'kind'];
+  const HIDDEN_KEYS = new Set(['_ts_nanos']);
+  const ADDED_KEYS = new Set(['seq', 'ingest_ts', '_ts_nanos']);
+  const PAGE = 100;
+  const TAIL_MAX_ROWS = 2000;
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---------- DOM helpers (text only) ----------
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    if (attrs) {
+      for (const [k, v] of Object.entries(attrs)) {
+        if (v === undefined || v === null || v === false) continue;
+        if (k === 'class') e.className = v;
+        else if (k === 'text') e.textContent = v;
+        else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+        else e.setAttribute(k, String(v));
+      }
+    }
+    for (const c of children) append(e, c);
+    return e;
+  }
+  function append(parent, c) {
+    if (c === undefined || c === null || c === false) return;
+    if (Array.isArray(c)) { c.forEach((x) => append(parent, x)); return; }
+    parent.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+  const SVG = 'http://www.w3.org/2000/svg';
+  function svg(tag, attrs) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === 'class') e.setAttribute('class', v); else e.setAttribute(k, String(v));
+    }
+    return e;
+  }
+  function toast(text) {
+    const t = $('toast');
+    t.textContent = text;
+    t.hidden = false;
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => { t.hidden = true; }, 2500);
+  }
+  function str(v) {
+    if (v === undefined || v === null) return '';
+    return typeof v === 'string' ? v : (typeof v === 'object' ? JSON.stringify(v) : String(v));
+  }
+
+  // ---------- auth ----------
+  const TOKEN_KEY = 'spoor.token';
+  function token() { try { return sessionStorage.getItem(TOKEN_KEY) || ''; } catch (_) { return ''; } }
+  function authHeaders() {
+    const t = token();
+    return t ? { Authorization: 'Bearer ' + t } : {};
+  }
+  function askToken(reason) {
+    $('token-form').hidden = false;
+    if (reason) toast(reason);
+    $('token-input').focus();
+  }
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      super((body && body.error) || ('HTTP ' + status));
+      this.status = status;
+      this.body = body || {};
+    }
+  }
+
+  async function api(path, params, init) {
+    const u = new URL(path, location.origin);
+    for (const [k, v] of Object.entries(params || {})) {
+      if (v !== undefined && v !== null && v !== '') u.searchParams.set(k, v);
+    }
+    const opts = Object.assign({}, init || {});
+    opts.headers = Object.assign({ Accept: 'application/json' }, authHeaders(), opts.headers || {});
+    const r = await fetch(u, opts);
+    let body = null;
+    try { body = await r.json(); } catch (_) { body = null; }
+    if (r.status === 401 || r.status === 403) {
+      askToken(r.status === 401 ? 'This collector needs a token with the read scope.'
+        : 'The token lacks the scope this page needs.');
+    }
+    if (!r.ok) throw new ApiError(r.status, body);
+    return body;
+  }
+
+  // ---------- URL state ----------
+  function readState() {
+    const p = new URLSearchParams(location.search);
+    return {
+      view: p.get('view') || 'search',
+      q: p.get('q') || '',
+      from: p.has('from') ? p.get('from') : DEFAULT_RANGE,
+      to: p.get('to') || '',
+      seq: p.get('seq') || '',
+      task_id: p.get('task_id') || '',
+    };
+  }
+  let state = readState();
+
+  function stateUrl(s) {
+    const p = new URLSearchParams();
+    if (s.view && s.view !== 'search') p.set('view', s.view);
+    if (s.view === 'context') p.set('seq', s.seq);
+    if (s.view === 'task') p.set('task_id', s.task_id);
+    if (s.q) p.set('q', s.q);
+    if (s.from !== DEFAULT_RANGE || s.to) p.set('from', s.from);
+    if (s.to) p.set('to', s.to);
+    const qs = p.toString();
+    return '/' + (qs ? '?' + qs : '');
+  }
+  function navigate(patch, replace) {
+    state = Object.assign({}, state, patch);
+    const url = stateUrl(state);
+    if (url !== location.pathname + location.search) {
+      if (replace) history.replaceState(null, '', url); else history.pushState(null, '', url);
+    }
+    render();
+  }
+  window.addEventListener('popstate', () => { state = readState(); render(); });
+
+  // API time parameters for the current range ('all' sends none).
+  function rangeParams() {
+    if (state.from === 'all') return { to: state.to || undefined };
+    return { from: state.from || undefined, to: state.to || undefined };
+  }
+
+  // ---------- formatting ----------
+  function pad(n, w) { return String(n).padStart(w || 2, '0'); }
+  function fmtLocal(ms, withDate) {
+    const d = new Date(ms);
+    const t = pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds()) +
+      '.' + pad(d.getMilliseconds(), 3);
+    if (!withDate) return t;
+    return d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + ' ' + t;
+  }
+  function hitMillis(hit) {
+    if (hit._ts_nanos !== undefined) return Number(BigInt(String(hit._ts_nanos)) / 1000000n);
+    const ms = Date.parse(hit.ts);
+    return Number.isNaN(ms) ? null : ms;
+  }
+  // The timestamp with all nine digits, for the tooltip.
+  function fullTs(hit) {
+    let utc = hit.ts || '';
+    if (hit._ts_nanos !== undefined) {
+      const n = BigInt(String(hit._ts_nanos));
+      const ms = Number(n / 1000000n);
+      const frac = ((n % 1000000000n) + 1000000000n) % 1000000000n;
+      utc = new Date(ms).toISOString().slice(0, 19) + '.' + String(frac).padStart(9, '0') + 'Z';
+    }
+    return 'UTC ' + utc + (hit.ts && hit.ts !== utc ? '\nas sent ' + hit.ts : '') +
+      (hit.seq ? '\nseq ' + hit.seq : '');
+  }
+  function levelClass(level) {
+    const l = String(level || '').toLowerCase();
+    return LEVELS.includes(l) ? l : 'other';
+  }
+
+  // logfmt encoding of a hit (the line as stored, minus what the collector added).
+  function logfmtValue(v) {
+    if (v === '') return '""';
+    if (!/[\s="\\\u0000-\u001f\u007f]/.test(v)) return v;
+    let out = '"';
+    for (const ch of v) {
+      const c = ch.codePointAt(0);
+      if (ch === '"') out += '\\"';
+      else if (ch === '\\') out += '\\\\';
+      else if (ch === '\n') out += '\\n';
+      else if (ch === '\r') out += '\\r';
+      else if (ch === '\t') out += '\\t';
+      else if (c < 0x20 || c === 0x7f) out += '\\u' + c.toString(16).padStart(4, '0');
+      else out += ch;
+    }
+    return out + '"';
+  }
+  function orderedKeys(hit) {
+    const keys = Object.keys(hit).filter((k) => !HIDDEN_KEYS.has(k));
+    const rest = keys.filter((k) => !RESERVED.includes(k)).sort();
+    return RESERVED.filter((k) => k in hit).concat(rest);
+  }
+  function rawLine(hit) {
+    return orderedKeys(hit).filter((k) => !ADDED_KEYS.has(k))
+      .map((k) => k + '=' + logfmtValue(str(hit[k]))).join(' ');
+  }
+
+  // ---------- query editing ----------
+  // Splits at the first `|` outside quotes: [filter, pipeline-or-''].
+  function splitPipeline(q) {
+    let inQ = false;
+    for (let i = 0; i < q.length; i++) {
+      const c = q[i];
+      if (c === '\\' && inQ) { i++; continue; }
+      if (c === '"') inQ = !inQ;
+      else if (c === '|' && !inQ) return [q.slice(0, i), q.slice(i)];
+    }
+    return [q, ''];
+  }
+  function quoteValue(v) {
+    if (/^[A-Za-z0-9_.@-]+$/.test(v)) return v;
+    return '"' + v.replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"';
+  }
+  function addFilter(key, value, negate) {
+    const term = (negate ? '-' : '') + key + ':' + quoteValue(String(value));
+    const [filter, pipe] = splitPipeline(state.q);
+    const f = filter.trim();
+    const q = (f && f !== '*' ? f + ' ' : '') + term + (pipe ? ' ' + pipe.trim() : '');
+    $('q').value = q;
+    navigate({ view: 'search', q });
+  }
+
+  // ---------- views ----------
+  const VIEWS = ['search', 'context', 'task', 'dlq', 'alerts'];
+  function render() {
+    for (const v of VIEWS) $('view-' + v).hidden = v !== state.view;
+    for (const a of document.querySelectorAll('.top nav a')) {
+      const active = a.dataset.view === state.view ||
+        (a.dataset.view === 'search' && (state.view === 'context' || state.view === 'task'));
+      a.classList.toggle('active', active);
+    }
+    if (state.view !== 'search') stopTail();
+    if (state.view === 'search') renderSearch();
+    else if (state.view === 'context') renderContext();
+    else if (state.view === 'task') renderTask();
+    else if (state.view === 'dlq') renderDlq();
+    else if (state.view === 'alerts') renderAlerts();
+  }
+
+  // ---------- search view ----------
+  let generation = 0;
+  let limit = PAGE;
+  let lastHits = [];
+
+  function syncForm() {
+    if (document.activeElement !== $('q')) $('q').value = state.q;
+    const preset = state.from === 'all' && !state.to ? 'all'
+      : (PRESETS.includes(state.from) && !state.to ? state.from : 'custom');
+    $('range').value = preset;
+    $('custom-range').hidden = preset !== 'custom';
+    if (preset === 'custom') { $('from').value = state.from; $('to').value = state.to; }
+  }
+
+  function showQueryError(err, q) {
+    $('q').classList.add('bad');
+    $('qerror').hidden = false;
+    $('qerror-msg').textContent = err.message;
+    const pre = $('qerror-caret');
+    clear(pre);
+    const col = err.body && (err.body.column || (err.body.position !== undefined ? err.body.position + 1 : 0));
+    if (col) {
+      append(pre, q + '\n');
+      append(pre, el('span', { class: 'caret', text: ' '.repeat(Math.max(0, col - 1)) + '^' }));
+    }
+  }
+  function clearQueryError() {
+    $('q').classList.remove('bad');
+    $('qerror').hidden = true;
+  }
+
+  async function renderSearch() {
+    syncForm();
+    const gen = ++generation;
+    const q = state.q;
+    const [filter, pipe] = splitPipeline(q);
+    const rp = rangeParams();
+    $('summary').textContent = 'Searching…';
+    const searchP = api('/api/v1/search', Object.assign({ q, limit }, rp));
+    const histP = api('/api/v1/histogram', Object.assign({ q: filter, buckets: 80 }, rp));
+    const fieldsP = api('/api/v1/fields', Object.assign({ q: filter }, rp));
+    let res;
+    try {
+      res = await searchP;
+    } catch (e) {
+      if (gen !== generation) return;
+      histP.catch(() => {}); fieldsP.catch(() => {});
+      $('summary').textContent = '';
+      if (e.status === 400) showQueryError(e, q);
+      else { clearQueryError(); $('summary').textContent = 'Search failed: ' + e.message; }
+      clear($('results')); clear($('histogram')); clear($('facets'));
+      $('pipeline').hidden = true; $('more-btn').hidden = true;
+      return;
+    }
+    if (gen !== generation) return;
+    clearQueryError();
+    renderSummary(res, pipe);
+    if (res.columns) {
+      renderPipeline(res);
+      clear($('results'));
+      $('more-btn').hidden = true;
+    } else {
+      $('pipeline').hidden = true;
+      lastHits = res.hits || [];
+      renderRows($('results'), lastHits);
+      $('more-btn').hidden = lastHits.length >= res.total || lastHits.length < limit;
+    }
+    histP.then((h) => { if (gen === generation) renderHistogram(h); })
+      .catch(() => { if (gen === generation) clear($('histogram')); });
+    fieldsP.then((f) => { if (gen === generation) renderFacets(f.fields || {}); })
+      .catch(() => { if (gen === generation) clear($('facets')); });
+  }
+
+  function renderSummary(res, pipe) {
+    const s = $('summary');
+    clear(s);
+    if (res.columns) {
+      append(s, el('strong', { id: 'total', 'data-total': (res.rows || []).length,
+        text: (res.rows || []).length.toLocaleString() }), ' rows');
+    } else {
+      append(s, el('strong', { id: 'total', 'data-total': res.total, text: Number(res.total).toLocaleString() }),
+        res.total === 1 ? ' hit' : ' hits');
+    }
+    append(s, ' · ', String(res.took_ms), ' ms · ', rangeLabel());
+    if (tail.on) append(s, el('span', { class: 'tailing', text: tail.paused ? ' · tail paused' : ' · tailing…' }));
+  }
+  function rangeLabel() {
+    if (state.from === 'all' && !state.to) return 'all time';
+    if (PRESETS.includes(state.from) && !state.to) return 'last ' + state.from;
+    return (state.from || 'start') + ' → ' + (state.to || 'now');
+  }
+
+  // ----- rows -----
+  function renderRows(container, hits, opts) {
+    clear(container);
+    const frag = document.createDocumentFragment();
+    for (const h of hits) frag.appendChild(row(h, opts));
+    container.appendChild(frag);
+  }
+
+  function row(hit, opts) {
+    const level = hit.level || '';
+    const ms = hitMillis(hit);
+    const r = el('div', { class: 'row' + (opts && opts.anchor && opts.anchor === hit.seq ? ' anchor' : ''),
+      'data-seq': hit.seq || '' });
+    const chips = el('span', { class: 'chips' });
+    for (const k of CHIP_KEYS) {
+      if (hit[k] === undefined || (k === 'kind' && hit[k] === 'log')) continue;
+      if (k === 'attempt' && hit[k] === '1') continue;
+      chips.appendChild(el('span', { class: 'chip', title: k }, k + '=', el('b', { text: str(hit[k]) })));
+    }
+    const head = el('div', { class: 'row-head', role: 'button', tabindex: '0' },
+      el('span', { class: 'ts', title: fullTs(hit), text: ms === null ? '' : fmtLocal(ms, true) }),
+      el('span', { class: 'lvl lvl-' + levelClass(level), text: level || '—' }),
+      el('span', { class: 'msg', text: str(hit.msg) }),
+      chips);
+    const toggle = () => {
+      if (r.classList.toggle('open')) r.appendChild(rowBody(hit));
+      else if (r.lastChild && r.lastChild.classList.contains('row-body')) r.removeChild(r.lastChild);
+    };
+    head.addEventListener('click', (ev) => { if (!getSelection().toString()) toggle(); ev.stopPropagation(); });
+    head.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); toggle(); } });
+    r.appendChild(head);
+    return r;
+  }
+
+  function rowBody(hit) {
+    const tbody = el('tbody');
+    for (const k of orderedKeys(hit)) {
+      const v = str(hit[k]);
+      tbody.appendChild(el('tr', null,
+        el('td', { class: 'k', text: k }),
+        el('td', { class: 'v' }, el('button', { type: 'button', class: 'fval', title: 'Filter: ' + k + ':' + v,
+          onclick: () => addFilter(k, v, false), text: v })),
+        el('td', { class: 'act' },
+          el('button', { type: 'button', class: 'mini', title: 'Exclude ' + k + ':' + v, 'aria-label': 'Exclude',
+            onclick: () => addFilter(k, v, true), text: '−' }))));
+    }
+    const raw = rawLine(hit);
+    const actions = el('div', { class: 'row-actions' },
+      el('button', { type: 'button', class: 'ghost mini copy', onclick: () => copy(raw), text: 'Copy line' }),
+      hit.seq ? el('button', { type: 'button', class: 'ghost mini ctx',
+        onclick: () => navigate({ view: 'context', seq: hit.seq }), text: 'Context' }) : null,
+      hit.task_id ? el('button', { type: 'button', class: 'ghost mini taskv',
+        onclick: () => navigate({ view: 'task', task_id: hit.task_id }), text: 'Task run' }) : null);
+    return el('div', { class: 'row-body' },
+      el('table', { class: 'fields' }, tbody),
+      el('pre', { class: 'raw', title: 'The line as logfmt', text: raw }),
+      actions);
+  }
+
+  async function copy(text) {
+    try { await navigator.clipboard.writeText(text); toast('Copied'); } catch (_) {
+      const ta = el('textarea'); ta.value = text; document.body.appendChild(ta); ta.select();
+      try { document.execCommand('copy'); toast('Copied'); } catch (_e) { toast('Copy failed'); }
+      ta.remove();
+    }
+  }
+
+  // ----- histogram -----
+  let histo = null;
+  function renderHistogram(h) {
+    const box = $('histogram');
+    clear(box);
+    histo = h;
+    const buckets = (h && h.buckets) || [];
+    if (!buckets.length) return;
+    const W = Math.max(200, box.clientWidth), H = Math.max(60, box.clientHeight);
+    const top = 6, bottom = 16, left = 4, right = 4;
+    const ih = H - top - bottom, iw = W - left - right;
+    const max = Math.max(1, ...buckets.map((b) => b.count));
+    const bw = iw / buckets.length;
+    const s = svg('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img' });
+    buckets.forEach((b, i) => {
+      const x = left + i * bw;
+      let y = top + ih;
+      const levels = Object.assign({}, b.levels || {});
+      const order = LEVELS.filter((l) => l in levels).concat(Object.keys(levels).filter((l) => !LEVELS.includes(l)));
+      let counted = 0;
+      const g = svg('g', { class: 'bucket' });
+      const t = svg('title');
+      t.textContent = fmtLocal(b.time_ms, true) + ' — ' + b.count + ' hits' +
+        order.map((l) => '\n' + l + ': ' + levels[l]).join('');
+      g.appendChild(t);
+      const stack = order.map((l) => [l, Number(levels[l]) || 0]);
+      for (const [, n] of stack) counted += n;
+      if (b.count > counted) stack.push(['other', b.count - counted]);
+      for (const [l, n] of stack) {
+        if (!n) continue;
+        const hgt = (n / max) * ih;
+        y -= hgt;
+        g.appendChild(svg('rect', { class: 'bar bar-' + levelClass(l), x: x + 0.5, y, width: Math.max(1, bw - 1), height: hgt }));
+      }
+      s.appendChild(g);
+    });
+    const labels = Math.min(6, buckets.length);
+    for (let i = 0; i < labels; i++) {
+      const idx = Math.floor((i * (buckets.length - 1)) / Math.max(1, labels - 1));
+      const tx = svg('text', { class: 'axis', x: left + idx * bw + bw / 2, y: H - 4,
+        'text-anchor': i === 0 ? 'start' : (i === labels - 1 ? 'end' : 'middle') });
+      const span = buckets[buckets.length - 1].time_ms - buckets[0].time_ms;
+      tx.textContent = fmtLocal(buckets[idx].time_ms, span > 86400000).replace(/\.\d+$/, '');
+      s.appendChild(tx);
+    }
+    const sel = svg('rect', { class: 'sel', x: 0, y: 0, width: 0, height: H, visibility: 'hidden' });
+    s.appendChild(sel);
+    box.appendChild(s);
+    box.dataset.buckets = String(buckets.length);
+    bindZoom(box, s, sel, { left, iw, buckets, interval: h.interval_ms });
+  }
+
+  function bindZoom(box, s, sel, g) {
+    let startX = null;
+    const xOf = (ev) => ev.clientX - s.getBoundingClientRect().left;
+    const timeAt = (x) => {
+      const frac = Math.min(1, Math.max(0, (x - g.left) / g.iw));
+      const t0 = g.buckets[0].time_ms;
+      const t1 = g.buckets[g.buckets.length - 1].time_ms + g.interval;
+      return t0 + frac * (t1 - t0);
+    };
+    s.addEventListener('mousedown', (ev) => { startX = xOf(ev); ev.preventDefault(); });
+    s.addEventListener('mousemove', (ev) => {
+      if (startX === null) return;
+      const x = xOf(ev);
+      sel.setAttribute('x', Math.min(x, startX));
+      sel.setAttribute('width', Math.abs(x - startX));
+      sel.setAttribute('visibility', 'visible');
+    });
+    const finish = (ev) => {
+      if (startX === null) return;
+      const x = xOf(ev);
+      let a = timeAt(Math.min(x, startX)), b = timeAt(Math.max(x, startX));
+      if (Math.abs(x - startX) < 4) {
+        // A click zooms to the bucket under the pointer.
+        const i = Math.min(g.buckets.length - 1, Math.max(0, Math.floor((x - g.left) / (g.iw / g.buckets.length))));
+        a = g.buckets[i].time_ms; b = a + g.interval;
+      }
+      startX = null;
+      sel.setAttribute('visibility', 'hidden');
+      navigate({ from: new Date(Math.floor(a)).toISOString(), to: new Date(Math.ceil(b)).toISOString() });
+    };
+    s.addEventListener('mouseup', finish);
+    s.addEventListener('mouseleave', () => { startX = null; sel.setAttribute('visibility', 'hidden'); });
+  }
+  let resizeTimer;
+  window.addEventListener('resize', () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { if (histo && state.view === 'search') renderHistogram(histo); }, 150);
+  });
+
+  // ----- facets -----
+  function renderFacets(fields) {
+    const box = $('facets');
+    clear(box);
+    const names = FACETS.concat(Object.keys(fields).filter((k) => !FACETS.includes(k)).sort());
+    for (const name of names) {
+      const values = fields[name];
+      box.appendChild(el('h3', { text: name }));
+      if (!values || !values.length) { box.appendChild(el('div', { class: 'facet-empty', text: '—' })); continue; }
+      for (const { value, count } of values) {
+        const b = el('button', { type: 'button', class: 'facet', 'data-field': name, 'data-value': str(value),
+          title: 'Click: only ' + name + ':' + str(value) + '\nShift-click: exclude it' },
+        el('span', { class: 'fv', text: str(value) }),
+        el('span', { class: 'fc', text: Number(count).toLocaleString() }));
+        b.addEventListener('click', (ev) => addFilter(name, str(value), ev.shiftKey));
+        box.appendChild(b);
+      }
+    }
+  }
+
+  // ----- pipeline results -----
+  function renderPipeline(res) {
+    const box = $('pipeline');
+    clear(box);
+    box.hidden = false;
+    clear($('histogram'));
+    const cols = res.columns || [];
+    const rows = res.rows || [];
+    // A chart when the last column is numeric: bars per row.
+    const numeric = rows.length > 0 && rows.every((r) => r.length && !Number.isNaN(Number(r[r.length - 1])));
+    if (numeric && rows.length > 1 && rows.length <= 500) {
+      const W = Math.max(300, box.clientWidth || 800), H = 160;
+      const max = Math.max(1, ...rows.map((r) => Number(r[r.length - 1])));
+      const s = svg('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}` });
+      const bw = W / rows.length;
+      rows.forEach((r, i) => {
+        const v = Number(r[r.length - 1]);
+        const h = (v / max) * (H - 10);
+        const rect = svg('rect', { class: 'pbar', x: i * bw + 0.5, y: H - h, width: Math.max(1, bw - 1), height: h });
+        const t = svg('title'); t.textContent = r.map(str).join(' · ');
+        rect.appendChild(t);
+        s.appendChild(rect);
+      });
+      box.appendChild(el('div', { class: 'pchart' }, s));
+    }
+    const thead = el('tr', null, cols.map((c) => el('th', { text: c })));
+    const tbody = el('tbody');
+    for (const r of rows) {
+      tbody.appendChild(el('tr', null, r.map((v) => el('td', {
+        class: typeof v === 'number' || (/^-?\d+(\.\d+)?$/.test(str(v))) ? 'num' : null, text: str(v) }))));
+    }
+    box.appendChild(el('table', { class: 'grid', id: 'pipeline-table' }, el('thead', null, thead), tbody));
+  }
+
+  // ----- live tail -----
+  const tail = { on: false, paused: false, ctrl: null, buffer: [] };
+  function startTail() {
+    stopTail();
+    const ctrl = new AbortController();
+    Object.assign(tail, { on: true, paused: false, ctrl, buffer: [] });
+    $('tail-btn').setAttribute('aria-pressed', 'true');
+    $('tail-btn').textContent = 'Stop tail';
+    $('pause-btn').hidden = false;
+    $('pause-btn').textContent = 'Pause';
+    const u = new URL('/api/v1/tail', location.origin);
+    if (state.q) u.searchParams.set('q', splitPipeline(state.q)[0]);
+    fetch(u, { headers: Object.assign({ Accept: 'text/event-stream' }, authHeaders()), signal: ctrl.signal })
+      .then(async (r) => {
+        if (!r.ok) {
+          let body = null; try { body = await r.json(); } catch (_) { /* not JSON */ }
+          throw new ApiError(r.status, body);
+        }
+        const reader = r.body.getReader();
+        const dec = new TextDecoder();
+        let buf = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += dec.decode(value, { stream: true }).replace(/\r\n/g, '\n');
+          let i;
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            const chunk = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            const data = chunk.split('\n').filter((l) => l.startsWith('data:'))
+              .map((l) => l.slice(5).replace(/^ /, '')).join('\n');
+            if (!data) continue;
+            try { tailHit(JSON.parse(data)); } catch (_) { /* ignore a malformed event */ }
+          }
+        }
+        if (tail.ctrl === ctrl) { stopTail(); toast('Live tail ended'); }
+      })
+      .catch((e) => {
+        if (e.name === 'AbortError') return;
+        if (tail.ctrl === ctrl) stopTail();
+        if (e.status === 400) showQueryError(e, state.q); else toast('Live tail failed: ' + e.message);
+      });
+    $('summary').appendChild(el('span', { class: 'tailing', text: ' · tailing…' }));
+  }
+  function tailHit(hit) {
+    if (tail.paused) { tail.buffer.push(hit); $('pause-btn').textContent = 'Resume (' + tail.buffer.length + ')'; return; }
+    const box = $('results');
+    const r = row(hit);
+    r.classList.add('new');
+    box.insertBefore(r, box.firstChild);
+    while (box.childNodes.length > TAIL_MAX_ROWS) box.removeChild(box.lastChild);
+    const t = $('total');
+    if (t && !$('pipeline').hidden === false) {
+      const n = Number(t.dataset.total || 0) + 1;
+      t.dataset.total = String(n);
+      t.textContent = n.toLocaleString();
+    }
+  }
+  function stopTail() {
+    if (tail.ctrl) tail.ctrl.abort();
+    Object.assign(tail, { on: false, paused: false, ctrl: null, buffer: [] });
+    $('tail-btn').setAttribute('aria-pressed', 'false');
+    $('tail-btn').textContent = 'Live tail';
+    $('pause-btn').hidden = true;
+    for (const s of document.querySelectorAll('.tailing')) s.remove();
+  }
+  function togglePause() {
+    if (!tail.on) return;
+    tail.paused = !tail.paused;
+    if (!tail.paused) {
+      const pending = tail.buffer; tail.buffer = [];
+      pending.forEach(tailHit);
+      $('pause-btn').textContent = 'Pause';
+    } else {
+      $('pause-btn').textContent = 'Resume';
+    }
+  }
+
+  // ---------- context view ----------
+  async function renderContext() {
+    const box = $('context-results');
+    clear(box);
+    $('context-title').textContent = 'Context of line ' + state.seq;
+    try {
+      const res = await api('/api/v1/context', { seq: state.seq, before: 50, after: 50 });
+      const hits = res.hits || [];
+      const scope = hits.find((h) => h.seq === state.seq);
+      if (scope) {
+        $('context-title').textContent = 'Context of line ' + state.seq +
+          (scope.task_id ? ' (task run ' + scope.task_id + ')' : (scope.host ? ' (host ' + scope.host + ')' : ''));
+      }
+      renderRows(box, hits, { anchor: state.seq });
+      const a = box.querySelector('.row.anchor');
+      if (a) a.scrollIntoView({ block: 'center' });
+    } catch (e) {
+      box.appendChild(el('div', { class: 'note err', text: 'Context failed: ' + e.message }));
+    }
+  }
+
+  // ---------- task view ----------
+  async function renderTask() {
+    const box = $('task-results');
+    const sum = $('task-summary');
+    clear(box); clear(sum);
+    $('task-title').textContent = 'Task run ' + state.task_id;
+    let res;
+    try {
+      res = await api('/api/v1/search', { q: 'task_id:' + quoteValue(state.task_id), order: 'asc', limit: 5000 });
+    } catch (e) {
+      box.appendChild(el('div', { class: 'note err', text: 'Task search failed: ' + e.message }));
+      return;
+    }
+    const hits = res.hits || [];
+    const attempts = new Map();
+    for (const h of hits) {
+      const a = h.attempt || '1';
+      if (!attempts.has(a)) attempts.set(a, []);
+      attempts.get(a).push(h);
+    }
+    const nums = [...attempts.keys()].sort((a, b) => Number(a) - Number(b));
+    const dead = hits.some((h) => h.kind === 'deadletter');
+    const last = hits[hits.length - 1];
+    const lastBad = last && ['error', 'fatal'].includes(String(last.level).toLowerCase());
+    const outcome = dead ? 'dead-lettered' : (lastBad ? 'failed' : (nums.length > 1 ? 'retried' : 'completed'));
+    const outcomeText = dead ? 'dead-lettered' : (lastBad ? 'failed (last line is an error)'
+      : (nums.length > 1 ? 'completed after ' + nums.length + ' attempts (retried)' : 'completed'));
+    const card = (label, value, cls) => el('div', { class: 'card' },
+      el('div', { class: 'label', text: label }), el('div', { class: cls || '', text: value }));
+    append(sum,
+      card('task', str((hits[0] || {}).task) || '—'),
+      card('attempts', String(nums.length)),
+      card('lines', String(res.total)),
+      card('outcome', outcomeText, 'outcome outcome-' + outcome));
+    if (hits.length) {
+      const t0 = hitMillis(hits[0]), t1 = hitMillis(last);
+      if (t0 !== null && t1 !== null) append(sum, card('duration', ((t1 - t0) / 1000).toFixed(3) + ' s'));
+    }
+    for (const a of nums) {
+      const lines = attempts.get(a);
+      const bad = lines.some((h) => ['error', 'fatal'].includes(String(h.level).toLowerCase()));
+      box.appendChild(el('div', { class: 'attempt-head', text: 'attempt ' + a + ' · ' + lines.length + ' lines' + (bad ? ' · had errors' : '') }));
+      for (const h of lines) box.appendChild(row(h));
+    }
+    if (!hits.length) box.appendChild(el('div', { class: 'note', text: 'No lines for this task run.' }));
+  }
+
+  // ---------- generic JSON → tables (dead letters, alerts) ----------
+  function scalarKeys(objs) {
+    const keys = [];
+    for (const o of objs) for (const [k, v] of Object.entries(o || {})) {
+      if (!keys.includes(k) && (v === null || typeof v !== 'object')) keys.push(k);
+    }
+    return keys.slice(0, 10);
+  }
+  function jsonTable(objs, onRow) {
+    const keys = scalarKeys(objs);
+    const tbody = el('tbody');
+    for (const o of objs) {
+      const tr = el('tr', null, keys.map((k) => el('td', { text: str(o[k]) })));
+      if (onRow) { tr.classList.add('clickable'); tr.addEventListener('click', () => onRow(o)); }
+      tbody.appendChild(tr);
+    }
+    return el('table', { class: 'grid' }, el('thead', null, el('tr', null, keys.map((k) => el('th', { text: k })))), tbody);
+  }
+  function renderJson(container, value, depth) {
+    if (Array.isArray(value) && value.length && value.every((v) => v && typeof v === 'object' && !Array.isArray(v))) {
+      container.appendChild(jsonTable(value));
+    } else if (value && typeof value === 'object' && !Array.isArray(value) && (depth || 0) < 1) {
+      for (const [k, v] of Object.entries(value)) {
+        container.appendChild(el('h3', { text: k }));
+        renderJson(container, v, (depth || 0) + 1);
+      }
+    } else if (Array.isArray(value) && !value.length) {
+      container.appendChild(el('div', { class: 'note', text: 'none' }));
+    } else {
+      container.appendChild(el('pre', { class: 'raw', text: JSON.stringify(value, null, 2) }));
+    }
+  }
+
+  // ---------- dead letters ----------
+  async function renderDlq() {
+    const list = $('dlq-list'), msg = $('dlq-msg');
+    clear(list); msg.textContent = 'Loading…'; msg.className = 'note';
+    $('dlq-detail').hidden = true;
+    try {
+      const res = await api('/api/v1/dlq', { limit: 500 });
+      const entries = res.entries || [];
+      msg.textContent = entries.length + ' of ' + res.total + ' dead letters · click one to inspect and replay';
+      if (entries.length) list.appendChild(jsonTable(entries, showDlq));
+    } catch (e) {
+      msg.className = 'note err';
+      msg.textContent = 'Dead letters unavailable: ' + e.message + (e.status === 403 ? ' (needs the admin scope)' : '');
+    }
+  }
+  function showDlq(entry) {
+    const d = $('dlq-detail');
+    clear(d); d.hidden = false;
+    const out = el('pre', { class: 'raw', text: JSON.stringify(entry, null, 2) });
+    const result = el('pre', { class: 'raw', hidden: true });
+    const report = (v) => { result.hidden = false; result.textContent = JSON.stringify(v, null, 2); };
+    append(d, el('h3', { text: 'Dead letter ' + str(entry.id) }), out,
+      el('div', { class: 'row-actions' },
+        el('button', { type: 'button', class: 'ghost', text: 'Dry run (same task)', onclick: async () => {
+          try { report(await api('/api/v1/dlq/replay', null, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ task: entry.task, dry_run: true }) })); } catch (e) { report({ error: e.message }); }
+        } }),
+        el('button', { type: 'button', text: 'Replay this one', onclick: async () => {
+          if (!confirm('Replay dead letter ' + str(entry.id) + ' now?')) return;
+          try { report(await api('/api/v1/dlq/' + encodeURIComponent(str(entry.id)) + '/replay', null, { method: 'POST' })); }
+          catch (e) { report({ error: e.message }); }
+        } }),
+        entry.task_id ? el('button', { type: 'button', class: 'ghost', text: 'Task run',
+          onclick: () => navigate({ view: 'task', task_id: str(entry.task_id) }) }) : null),
+      result);
+    d.scrollIntoView({ block: 'nearest' });
+  }
+
+  // ---------- alerts ----------
+  async function renderAlerts() {
+    const body = $('alerts-body'), msg = $('alerts-msg');
+    clear(body); msg.textContent = 'Loading…'; msg.className = 'note';
+    try {
+      const res = await api('/api/v1/alerts');
+      msg.textContent = '';
+      renderJson(body, res, 0);
+    } catch (e) {
+      msg.className = 'note err';
+      msg.textContent = 'Alerts unavailable: ' + e.message;
+    }
+  }
+
+  // ---------- wiring ----------
+  function submitSearch() {
+    const q = $('q').value.trim();
+    const preset = $('range').value;
+    let from = preset, to = '';
+    if (preset === 'custom') { from = $('from').value.trim() || 'all'; to = $('to').value.trim(); }
+    limit = PAGE;
+    navigate({ view: 'search', q, from, to });
+    if (tail.on) startTail();
+  }
+  function init() {
+    $('query-form').addEventListener('submit', (ev) => { ev.preventDefault(); submitSearch(); });
+    $('range').addEventListener('change', () => {
+      $('custom-range').hidden = $('range').value !== 'custom';
+      if ($('range').value !== 'custom') submitSearch(); else $('from').focus();
+    });
+    $('tail-btn').addEventListener('click', () => { if (tail.on) stopTail(); else startTail(); });
+    $('pause-btn').addEventListener('click', togglePause);
+    $('more-btn').addEventListener('click', () => { limit += PAGE * 4; renderSearch(); });
+    for (const b of document.querySelectorAll('.back')) {
+      b.addEventListener('click', () => navigate({ view: 'search' }));
+    }
+    for (const a of document.querySelectorAll('.top nav a, #brand')) {
+      a.addEventListener('click', (ev) => {
+        if (ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
+        ev.preventDefault();
+        navigate({ view: a.dataset.view || 'search' });
+      });
+    }
+    $('dlq-refresh').addEventListener('click', renderDlq);
+    $('alerts-refresh').addEventListener('click', renderAlerts);
+    $('token-btn').addEventListener('click', () => { $('token-form').hidden = !$('token-form').hidden; });
+    $('token-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      try { sessionStorage.setItem(TOKEN_KEY, $('token-input').value.trim()); } catch (_) { /* storage off */ }
+      $('token-input').value = '';
+      $('token-form').hidden = true;
+      render();
+    });
+    $('token-clear').addEventListener('click', () => {
+      try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* storage off */ }
+      $('token-form').hidden = true;
+      toast('Token forgotten');
+    });
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === '/' && document.activeElement.tagName !== 'INPUT') { ev.preventDefault(); $('q').focus(); }
+    });
+    render();
+  }
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init); else init();
+})();
