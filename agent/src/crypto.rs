@@ -19,6 +19,12 @@
 //! listed stops the agent at start with the key ID in the error. Segments written before
 //! encryption was turned on (plain) stay readable.
 //!
+//! # What is not encrypted
+//! The SDK's spill files are plain text: the SDK runs inside the task and has no key. The
+//! SDK creates spill directories with mode `0700` and files with `0600`; keep them on
+//! the host's local disk. Dead-letter files (`DATA_DIR/deadletter`, batches the
+//! collector refused) hold redacted lines, unencrypted, for inspection.
+//!
 //! # Value tokens
 //! [`ValueCipher`] turns a value into `enc:v1:<key-id>:<base64url(nonce | ciphertext)>`
 //! with a random 96-bit nonce per value (fine for far fewer than 2^32 values per key) and

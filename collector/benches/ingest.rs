@@ -118,6 +118,52 @@ fn main() {
             acked += w.await.expect("worker");
         }
         let elapsed = started.elapsed();
+        // Freshness: time from the acknowledgement of one line to its first search hit, once
+        // the indexer has caught up with the burst above.
+        let caught_up = Instant::now();
+        loop {
+            let text = client.get(format!("http://{addr}/metrics")).send().await.expect("metrics").text().await.expect("text");
+            let gauge = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+            if gauge("spoor_audit_next_seq ").is_some() && gauge("spoor_audit_next_seq ") == gauge("spoor_index_next_seq ") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        println!("  indexer caught up {:.1} s after the last acknowledgement", caught_up.elapsed().as_secs_f64());
+        let mut fresh = Vec::new();
+        for n in 0..50 {
+            let marker = format!("fresh-{n}");
+            let resp = client
+                .post(&url)
+                .body(format!("level=info marker={marker} msg=\"freshness probe\"\n"))
+                .send()
+                .await
+                .expect("post");
+            assert!(resp.status().is_success());
+            let acked = Instant::now();
+            loop {
+                let body: serde_json::Value = client
+                    .get(format!("http://{addr}/api/v1/search"))
+                    .query(&[("q", format!("marker:{marker}")), ("limit", "0".into())])
+                    .send()
+                    .await
+                    .expect("search")
+                    .json()
+                    .await
+                    .expect("json");
+                if body["total"] == 1 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            fresh.push(acked.elapsed());
+        }
+        fresh.sort();
+        println!(
+            "  freshness (ack to first hit, 50 probes): p50 {:.0} ms, p99 {:.0} ms",
+            fresh[25].as_secs_f64() * 1e3,
+            fresh[49].as_secs_f64() * 1e3
+        );
         let _ = stop_tx.send(());
         server.await.expect("server task").expect("collector ran");
         (elapsed, acked)

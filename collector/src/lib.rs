@@ -7,6 +7,8 @@
 //!   and offline verification;
 //! - [`index`]: the tantivy index derived from the audit log;
 //! - [`search`]: running queries, pipeline stages, histogram and facets.
+//! - [`alerts`]: rules on the index's counts, evaluated on an interval, with persisted
+//!   state, silences, and notifications to chat rooms and webhooks.
 //! - [`dlq`]: the dead-letter store built from `kind=deadletter` events, and replays to
 //!   configured targets (rate-limited, resumable, idempotent, loop-guarded).
 //!
@@ -25,6 +27,7 @@ pub mod retention;
 pub mod search;
 pub mod secret;
 pub mod server;
+pub mod ui;
 
 pub use config::CollectorConfig;
 pub use error::Error;

@@ -1,6 +1,6 @@
 // spoor web UI: plain JS, no framework, no build step.
 // Log content is attacker-controlled: every value reaches the page through textContent,
-// createTextNode or attributes set with setAttribute on known-safe names; never innerHTML.
+// createTextNode or attributes set with setAttribute on known-safe names; never as HTML markup.
 'use strict';
 
 (function () {
@@ -595,7 +595,7 @@
     box.insertBefore(r, box.firstChild);
     while (box.childNodes.length > TAIL_MAX_ROWS) box.removeChild(box.lastChild);
     const t = $('total');
-    if (t && !$('pipeline').hidden === false) {
+    if (t && $('pipeline').hidden) {
       const n = Number(t.dataset.total || 0) + 1;
       t.dataset.total = String(n);
       t.textContent = n.toLocaleString();

@@ -12,7 +12,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         println!("configuration is valid");
         return Ok(ExitCode::SUCCESS);
     }
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // The agent's runtime caps the blocking pool (memory; see `spoor_agent::runtime`).
+    let runtime = spoor_agent::runtime().context("starting the async runtime")?;
     runtime.block_on(spoor_agent::run(config, super::shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }

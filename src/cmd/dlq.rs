@@ -193,8 +193,20 @@ async fn run_async(cmd: DlqCommand) -> anyhow::Result<ExitCode> {
         } => {
             let client = target.client()?;
             if dry_run {
-                let e = client.get_json(&format!("/api/v1/dlq/{id}"), &[]).await?;
-                writeln!(out, "would send: {}", row(&e))?;
+                let body = client
+                    .post_json(
+                        "/api/v1/dlq/replay",
+                        &json!({ "ids": [id], "dry_run": true }),
+                    )
+                    .await?;
+                for s in body["send"].as_array().into_iter().flatten() {
+                    let url = s["url"].as_str().unwrap_or("");
+                    writeln!(out, "would send: {}  -> {url}", row(&s["entry"]))?;
+                }
+                for r in body["refused"].as_array().into_iter().flatten() {
+                    let why = r["reason"].as_str().unwrap_or("");
+                    writeln!(out, "refused: {}  ({why})", row(&r["entry"]))?;
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             let body = client

@@ -1,8 +1,9 @@
 //! The agent forwards to an `https://` collector: rustls with the ring provider, trusting the
-//! CA from `forward.ca_file` (here the collector's self-signed certificate, made by openssl).
+//! CA from `forward.ca_file` (a test CA made by openssl, which signed the collector's
+//! certificate).
 //! Lines sent to the agent arrive at the collector over HTTPS.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -20,29 +21,73 @@ impl Drop for Kill {
     }
 }
 
-fn make_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
+/// Runs openssl with `args`, failing the test clearly when it cannot.
+fn openssl(args: &[&str], dir: &Path) {
+    let ok = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
         .stderr(Stdio::null())
+        .stdout(Stdio::null())
         .status()
         .expect("openssl must be installed for this test");
-    assert!(made.success(), "openssl could not make a certificate");
-    (cert, key)
+    assert!(ok.success(), "openssl {args:?} failed");
 }
 
-/// `total` of a search on the HTTPS collector, via curl trusting `cert`.
-fn count(port: u16, cert: &Path, q: &str) -> Option<u64> {
+/// A test CA (`ca.pem`) and a server certificate for localhost signed by it (`cert.pem`,
+/// `key.pem`). webpki does not accept a self-signed CA certificate as the server's own.
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=spoor test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&ca, dir);
+    let mut csr = vec!["req", "-subj", "/CN=localhost"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "key.pem", "-out", "server.csr"]);
+    openssl(&csr, dir);
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("extensions file");
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "cert.pem",
+        ],
+        dir,
+    );
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+/// `total` of a search on the HTTPS collector, via curl trusting the CA `ca`.
+fn count(port: u16, ca: &Path, q: &str) -> Option<u64> {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "5", "--get", "--cacert"])
-        .arg(cert)
+        .arg(ca)
         .args(["--data-urlencode", &format!("q={q}"), "--data", "limit=0"])
         .arg(format!("https://localhost:{port}/api/v1/search"))
         .output()
@@ -54,7 +99,7 @@ fn count(port: u16, cert: &Path, q: &str) -> Option<u64> {
 #[test]
 fn agent_tls_forwards_to_an_https_collector_with_a_custom_ca() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (cert, key) = make_cert(dir.path());
+    let (ca, cert, key) = make_certs(dir.path());
     let port = free_port();
     let collector_conf = dir.path().join("collector.toml");
     std::fs::write(
@@ -76,13 +121,13 @@ fn agent_tls_forwards_to_an_https_collector_with_a_custom_ca() {
             .expect("start collector"),
     );
     wait_for("the HTTPS collector", Duration::from_secs(30), || {
-        count(port, &cert, "")
+        count(port, &ca, "")
     });
 
     let agent_conf = dir.path().join("agent.toml");
     std::fs::write(
         &agent_conf,
-        format!("[batch]\nmax_wait = \"20ms\"\n[forward]\nca_file = {cert:?}\n"),
+        format!("[batch]\nmax_wait = \"20ms\"\n[forward]\nca_file = {ca:?}\n"),
     )
     .expect("agent config");
     let (tcp_port, admin_port) = (free_port(), free_port());
@@ -115,7 +160,7 @@ fn agent_tls_forwards_to_an_https_collector_with_a_custom_ca() {
     drop(s);
     let start = std::time::Instant::now();
     loop {
-        if count(port, &cert, "source:tcp") == Some(LINES) {
+        if count(port, &ca, "source:tcp") == Some(LINES) {
             break;
         }
         assert!(
@@ -126,7 +171,7 @@ fn agent_tls_forwards_to_an_https_collector_with_a_custom_ca() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
-        count(port, &cert, &format!("n:[0 TO {}]", LINES - 1)),
+        count(port, &ca, &format!("n:[0 TO {}]", LINES - 1)),
         Some(LINES)
     );
 }

@@ -609,8 +609,16 @@ notify = ["hook"]
     );
     let c = Collector::start_with_config(&config);
     // 6 errors out of 10 charge lines: ratio 0.6.
-    log_lines(&c, "charge", "error", 6);
-    log_lines(&c, "charge", "info", 4);
+    // (One batch, so no evaluation sees only part of it.)
+    let mut body = String::new();
+    for level in ["error"; 6].into_iter().chain(["info"; 4]) {
+        body.push_str(&format!(
+            "ts={} level={level} task=charge msg=charged\n",
+            now_ts()
+        ));
+    }
+    let (status, answer) = c.ingest(body.as_bytes(), None);
+    assert_eq!(status, 200, "{answer}");
     // 2 email lines in the window before, 10 in this one: 5 times as many.
     let mut body = String::new();
     for _ in 0..2 {
@@ -619,9 +627,11 @@ notify = ["hook"]
             ts_ago(Duration::from_secs(15))
         ));
     }
+    for _ in 0..10 {
+        body.push_str(&format!("ts={} level=info task=email msg=sent\n", now_ts()));
+    }
     let (status, answer) = c.ingest(body.as_bytes(), None);
     assert_eq!(status, 200, "{answer}");
-    log_lines(&c, "email", "info", 10);
     let got = rx.wait_delivered("hook", 2);
     let by_rule = |name: &str| {
         got.iter()

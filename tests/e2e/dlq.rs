@@ -232,6 +232,10 @@ fn dead_letters_are_listed_and_replayed_exactly_once_under_the_guards() {
     assert_eq!(out.matches("would send").count(), 3, "{out}");
     assert!(out.contains(&receiver.url("/replay")), "{out}");
 
+    let (code, out, _) = c.cli(&["dlq", "replay", &id("run-1").to_string(), "--dry-run"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("would send") && out.contains("run-1"), "{out}");
+
     // Replay by id: delivered exactly once, with the idempotency key and the payload_ref.
     let (code, out, err) = c.cli(&["dlq", "replay", &id("run-1").to_string()]);
     assert_eq!(code, 0, "{out}{err}");
@@ -263,6 +267,12 @@ fn dead_letters_are_listed_and_replayed_exactly_once_under_the_guards() {
     assert!(err.contains("loop guard"), "{err}");
     let keys = receiver.keys();
     assert_eq!(keys.iter().filter(|k| *k == "run-2").count(), 2, "{keys:?}");
+    let (code, out, _) = c.cli(&["dlq", "replay", &id("run-2").to_string(), "--dry-run"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("refused") && out.contains("loop guard"),
+        "{out}"
+    );
 
     // The entry that names a URL is replayed to the configured target only.
     receiver.status.store(200, Ordering::SeqCst);
@@ -475,4 +485,23 @@ url = "http://127.0.0.1:9/never"
     // The CLI takes the token from a file.
     let (code, _, err) = c.cli(&["dlq", "list", "--token-file", &admin.display().to_string()]);
     assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn dead_letters_travel_through_a_real_agent() {
+    let receiver = Receiver::start(Duration::ZERO);
+    let mut c = Collector::start_with_config(&config(&receiver, 3));
+    let agent = crate::harness::Agent::start(&c, &[]);
+    // A task's dead-letter report, sent the way the SDK's transport does: a logfmt line.
+    agent.send_tcp(report("link_analysis", "run-via-agent", "connection refused", "").as_bytes());
+    let entries = wait_listed(&c, &["--task", "link_analysis"], 1);
+    let e = &entries["run-via-agent"];
+    assert_eq!(e["error"], "connection refused");
+    assert_eq!(e["payload_ref"], "payload-run-via-agent");
+    let (code, out, err) = c.cli(&["dlq", "replay", &e["id"].to_string()]);
+    assert_eq!(code, 0, "{out}{err}\n{}", agent.log());
+    assert_eq!(receiver.keys(), ["run-via-agent"]);
+    // A clean stop (SIGTERM) stops the follower and jobs and exits 0.
+    drop(agent);
+    c.stop();
 }

@@ -2,6 +2,8 @@
 //!
 //! - `cli`: the front door (`--help`, `--version`, errors).
 //! - `collector`: durable ingest, idempotency, crash safety and audit verification.
+//! - `dlq`: dead letters: listing, replay exactly once, loop guard, dry run, rate limit,
+//!   resume after a kill, targets only from config.
 //! - `search`: the query language against an independent count over the corpus.
 //! - `run`: `spoor run` turns a program's output and exit status into events.
 
@@ -25,4 +27,5 @@ mod retention;
 mod run;
 mod search;
 mod tls;
+mod ui;
 mod up;

@@ -8,8 +8,9 @@
 
 use super::rules::Detectors;
 
-/// Checks a candidate match: the whole value and the match's byte range.
-pub(crate) type Check = fn(&str, usize, usize) -> bool;
+/// Checks a candidate match (the whole value and the match's byte range) and gives the
+/// range to redact, which may be shorter (a card number followed by another number).
+pub(crate) type Check = fn(&str, usize, usize) -> Option<(usize, usize)>;
 
 /// One built-in detector.
 #[derive(Debug, Clone, Copy)]
@@ -123,24 +124,52 @@ fn byte_after(v: &str, end: usize) -> Option<u8> {
     v.as_bytes().get(end).copied()
 }
 
-fn check_card(v: &str, start: usize, end: usize) -> bool {
+fn check_card(v: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     let joined =
         |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if joined(byte_before(v, start)) {
+        return None;
+    }
     // A dot after is a full stop unless a digit follows (`4111….5` is a decimal).
     let dot_number = byte_after(v, end) == Some(b'.')
         && byte_after(v, end + 1).is_some_and(|b| b.is_ascii_digit());
-    let after = byte_after(v, end).filter(|&b| b != b'.');
-    if joined(byte_before(v, start)) || joined(after) || dot_number {
-        return false;
-    }
+    let after_ok = !joined(byte_after(v, end).filter(|&b| b != b'.')) && !dot_number;
     let m = &v[start..end];
-    let has_space = m.contains(' ');
-    let has_dash = m.contains('-');
-    if has_space && has_dash {
-        return false;
+    let sep = match (m.contains(' '), m.contains('-')) {
+        (false, false) => {
+            let digits: Vec<u32> = m.chars().filter_map(|c| c.to_digit(10)).collect();
+            return (after_ok && (13..=19).contains(&digits.len()) && luhn(&digits))
+                .then_some((start, end));
+        }
+        (true, false) => ' ',
+        (false, true) => '-',
+        (true, true) => return None,
+    };
+    // Grouped: 4-4-4-4[-1..3] or Amex/Diners 4-6-5 / 4-6-4. Trailing groups that are
+    // another number are trimmed until what is left is a card.
+    let groups: Vec<&str> = m.split(sep).collect();
+    for k in (1..=groups.len()).rev() {
+        let g = &groups[..k];
+        let lens: Vec<usize> = g.iter().map(|s| s.len()).collect();
+        let shaped = lens == [4, 6, 5]
+            || lens == [4, 6, 4]
+            || (lens.len() >= 4
+                && lens[..lens.len() - 1].iter().all(|&l| l == 4)
+                && (1..=4).contains(&lens[lens.len() - 1]));
+        if !shaped || (k == groups.len() && !after_ok) {
+            continue;
+        }
+        let digits: Vec<u32> = g
+            .iter()
+            .flat_map(|s| s.chars())
+            .filter_map(|c| c.to_digit(10))
+            .collect();
+        if (13..=19).contains(&digits.len()) && luhn(&digits) {
+            let len = lens.iter().sum::<usize>() + k - 1;
+            return Some((start, start + len));
+        }
     }
-    let digits: Vec<u32> = m.chars().filter_map(|c| c.to_digit(10)).collect();
-    (13..=19).contains(&digits.len()) && luhn(&digits)
+    None
 }
 
 /// The Luhn checksum over digits, most significant first.
@@ -161,28 +190,31 @@ pub(crate) fn luhn(digits: &[u32]) -> bool {
     sum % 10 == 0
 }
 
-fn check_ssn(v: &str, start: usize, end: usize) -> bool {
+fn check_ssn(v: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     let joined = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_digit() || b == b'-');
     if joined(byte_before(v, start)) || joined(byte_after(v, end)) {
-        return false;
+        return None;
     }
     let m = &v[start..end];
     let (area, group, serial) = (&m[0..3], &m[4..6], &m[7..11]);
-    area != "000" && area != "666" && !area.starts_with('9') && group != "00" && serial != "0000"
+    (area != "000" && area != "666" && !area.starts_with('9') && group != "00" && serial != "0000")
+        .then_some((start, end))
 }
 
-fn check_ipv4(v: &str, start: usize, end: usize) -> bool {
+fn check_ipv4(v: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     let joined = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_digit() || b == b'.');
-    !(joined(byte_before(v, start)) || joined(byte_after(v, end)))
+    (!(joined(byte_before(v, start)) || joined(byte_after(v, end)))).then_some((start, end))
 }
 
-fn check_ipv6(v: &str, start: usize, end: usize) -> bool {
+fn check_ipv6(v: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     let joined = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_hexdigit() || b == b':');
     if joined(byte_before(v, start)) || joined(byte_after(v, end)) {
-        return false;
+        return None;
     }
     let m = &v[start..end];
-    m.bytes().filter(u8::is_ascii_hexdigit).count() >= 3 && m.parse::<std::net::Ipv6Addr>().is_ok()
+    (m.bytes().filter(u8::is_ascii_hexdigit).count() >= 3
+        && m.parse::<std::net::Ipv6Addr>().is_ok())
+    .then_some((start, end))
 }
 
 #[cfg(test)]
@@ -200,11 +232,13 @@ mod tests {
                 .or_else(|| caps.get(0))
                 .unwrap();
             let whole = caps.get(0).unwrap();
-            if detector
-                .check
-                .is_none_or(|c| c(text, whole.start(), whole.end()))
-            {
-                out.push(m.as_str().to_string());
+            match detector.check {
+                None => out.push(m.as_str().to_string()),
+                Some(c) => {
+                    if let Some((s, e)) = c(text, whole.start(), whole.end()) {
+                        out.push(text[s..e].to_string());
+                    }
+                }
             }
         }
         out
@@ -237,6 +271,12 @@ mod tests {
         misses(CARD, "4111-1111 1111-1111");
         misses(CARD, "order 411111111111");
         misses(CARD, "id=4111111111111111x");
+        hits(
+            CARD,
+            "4111 1111 1111 1111 12 items",
+            &["4111 1111 1111 1111"],
+        );
+        misses(CARD, "REPORT : 7024 5015 150454 240");
     }
 
     #[test]

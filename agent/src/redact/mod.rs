@@ -5,8 +5,8 @@
 //!   without case, also as a `_`/`-`/`.`-separated part of the key) is redacted whole,
 //!   whatever it holds.
 //! - **Content rules**: the built-in [`detectors`] and the custom rules run over the value
-//!   of every other field and over `msg`. The agent's own keys (`ts`, `level`, `agent`,
-//!   `source`, `kind`, the flags) are skipped.
+//!   of every other field and over `msg` (only `agent` and `source`, which the agent
+//!   overwrites, are skipped).
 //! - **Actions** ([`Action`]): `mask`, `hash`, `drop_field`, `drop_event`, `encrypt`;
 //!   see [`action`].
 //! - Each redacted event gets `redacted=<rule>,<rule>` naming the rules that fired; counts
@@ -51,18 +51,9 @@ pub const HASH_KEY_FILE: &str = "keys/redact-hash.key";
 /// Where a generated `encrypt` key is kept, under the data directory.
 pub const ENCRYPT_KEY_FILE: &str = "keys/redact-encrypt.key";
 
-/// Keys never scanned: set by the agent or the decoder, or not free text.
-const SKIPPED_KEYS: [&str; 9] = [
-    keys::TS,
-    keys::LEVEL,
-    keys::KIND,
-    keys::AGENT,
-    keys::SOURCE,
-    keys::PARSE_ERROR,
-    keys::TRUNCATED,
-    keys::INVALID_UTF8,
-    REDACTED_KEY,
-];
+/// Keys never scanned: the agent overwrites them after redaction. Every other key is
+/// scanned, even reserved ones, since a sender may put anything anywhere.
+const SKIPPED_KEYS: [&str; 2] = [keys::AGENT, keys::SOURCE];
 
 /// Why a redactor could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -382,17 +373,20 @@ impl Redactor {
     fn spans(&self, rule: &Rule, i: usize, value: &str, spans: &mut Vec<(usize, usize, usize)>) {
         if !rule.has_groups {
             for m in rule.regex.find_iter(value) {
-                if rule.check.is_none_or(|c| c(value, m.start(), m.end())) {
-                    spans.push((m.start(), m.end(), i));
+                let span = match rule.check {
+                    None => Some((m.start(), m.end())),
+                    Some(c) => c(value, m.start(), m.end()),
+                };
+                if let Some((s, e)) = span.filter(|(s, e)| s < e) {
+                    spans.push((s, e, i));
                 }
             }
             return;
         }
         for caps in rule.regex.captures_iter(value) {
             let Some(whole) = caps.get(0) else { continue };
-            if !rule
-                .check
-                .is_none_or(|c| c(value, whole.start(), whole.end()))
+            if let Some(c) = rule.check
+                && c(value, whole.start(), whole.end()).is_none()
             {
                 continue;
             }

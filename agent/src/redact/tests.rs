@@ -195,9 +195,59 @@ fn the_loghub_corpus_is_left_alone() {
             }
         }
     }
+    eprintln!(
+        "{} of {lines} loghub lines redacted: {changed:#?}",
+        changed.len()
+    );
     assert!(
         changed.len() * 1000 <= lines,
         "{} of {lines} lines redacted: {changed:#?}",
         changed.len()
     );
+}
+
+#[test]
+fn the_config_file_sections_parse() {
+    let c = crate::AgentConfig::from_toml(
+        r#"
+redaction = false
+
+[redact]
+fields = ["pin"]
+field_action = "hash"
+
+[redact.detectors]
+ip = "mask"
+card = "off"
+
+[[redact.rules]]
+name = "ticket"
+pattern = 'TCK-[0-9]+'
+action = "drop_field"
+
+[encryption]
+key_file = "/etc/spoor/buffer.key"
+old_key_files = ["/etc/spoor/old.key"]
+"#,
+    )
+    .unwrap();
+    assert!(!c.redaction);
+    assert_eq!(c.redact.fields, vec!["pin".to_string()]);
+    assert_eq!(c.redact.field_action, Action::Hash);
+    assert_eq!(c.redact.detectors.ip, DetectorSetting::Mask);
+    assert_eq!(c.redact.detectors.card, DetectorSetting::Off);
+    assert_eq!(c.redact.rules[0].action, Action::DropField);
+    assert!(c.encryption.enabled);
+    assert_eq!(c.encryption.old_key_files.len(), 1);
+    let d = crate::AgentConfig::default();
+    assert!(d.redaction && d.encryption.enabled);
+    assert_eq!(d.redact.detectors.ip, DetectorSetting::Off);
+    assert!(crate::AgentConfig::from_toml("[redact.detectors]\nfoo = \"mask\"").is_err());
+    let mut bad = crate::AgentConfig::default();
+    bad.redact.rules.push(CustomRule {
+        name: "x".into(),
+        pattern: "[".into(),
+        action: Action::Mask,
+    });
+    assert!(bad.validate().is_err());
 }

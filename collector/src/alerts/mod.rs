@@ -22,7 +22,7 @@ pub mod state;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -37,6 +37,9 @@ use crate::config::CollectorConfig;
 use crate::error::{ConfigError, Error};
 use crate::index::LogIndex;
 use notify::{DeliveryMetrics, Message, RetryPolicy, Status, Target};
+
+/// How long a resolved alert stays listed.
+const RESOLVED_KEPT_MS: i64 = 3_600_000;
 
 /// The agent name on `kind=alert` audit records.
 pub const AUDIT_AGENT: &str = "spoor-alerts";
@@ -61,8 +64,9 @@ pub struct Alerts {
 }
 
 struct Inner {
-    config: AlertsConfig,
-    targets: BTreeMap<String, Target>,
+    ruleset: RwLock<Arc<Ruleset>>,
+    /// Modification time of the config file when the ruleset was read.
+    source_mtime: Mutex<Option<SystemTime>>,
     store: Mutex<AlertStore>,
     path: PathBuf,
     link_base: String,
@@ -71,6 +75,34 @@ struct Inner {
     http: reqwest::Client,
     metrics: AlertMetrics,
     retry: RetryPolicy,
+}
+
+/// Rules and notifiers as loaded (replaced whole on reload).
+struct Ruleset {
+    config: AlertsConfig,
+    targets: BTreeMap<String, Target>,
+}
+
+impl Ruleset {
+    fn build(config: AlertsConfig) -> Result<Ruleset, ConfigError> {
+        config.validate()?;
+        let mut targets = BTreeMap::new();
+        for n in &config.notifiers {
+            targets.insert(
+                n.name.clone(),
+                Target {
+                    name: n.name.clone(),
+                    kind: n.kind,
+                    url: n.secret()?,
+                },
+            );
+        }
+        Ok(Ruleset { config, targets })
+    }
+}
+
+fn mtime(path: Option<&std::path::Path>) -> Option<SystemTime> {
+    std::fs::metadata(path?).and_then(|m| m.modified()).ok()
 }
 
 /// What one evaluation produced.
@@ -113,19 +145,8 @@ impl Alerts {
         index: LogIndex,
         writer: Arc<AuditWriter>,
     ) -> Result<Alerts, Error> {
-        let alerts = config.alerts.clone();
-        alerts.validate()?;
-        let mut targets = BTreeMap::new();
-        for n in &alerts.notifiers {
-            targets.insert(
-                n.name.clone(),
-                Target {
-                    name: n.name.clone(),
-                    kind: n.kind,
-                    url: n.secret()?,
-                },
-            );
-        }
+        let ruleset = Ruleset::build(config.alerts.clone())?;
+        let alerts = &ruleset.config;
         let path = state::state_path(&config.data_dir);
         let mut store = AlertStore::load(&path).map_err(|e| invalid(e.to_string()))?;
         // Forget alerts of rules that are gone from the config.
@@ -150,8 +171,8 @@ impl Alerts {
             .map_err(|e| invalid(format!("alerts: building the HTTP client: {e}")))?;
         Ok(Alerts {
             inner: Arc::new(Inner {
-                config: alerts,
-                targets,
+                source_mtime: Mutex::new(mtime(ruleset.config.source.as_deref())),
+                ruleset: RwLock::new(Arc::new(ruleset)),
                 store: Mutex::new(store),
                 path,
                 link_base,
@@ -175,27 +196,90 @@ impl Alerts {
         self.inner.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts evaluating on the configured interval (nothing runs without rules).
+    fn ruleset(&self) -> Arc<Ruleset> {
+        // The lock only guards an `Arc` swap, so a poisoned one still holds a whole value.
+        self.inner
+            .ruleset
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reloads `[alerts]` from the config file when its modification time changed. A file
+    /// that does not load or validate keeps the current rules (and says why in the log).
+    fn reload_if_changed(&self) {
+        let current = self.ruleset();
+        let Some(path) = current.config.source.clone() else {
+            return;
+        };
+        let seen = mtime(Some(&path));
+        {
+            let mut last = self
+                .inner
+                .source_mtime
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if seen.is_none() || *last == seen {
+                return;
+            }
+            *last = seen;
+        }
+        let loaded = crate::CollectorConfig::load(&path)
+            .and_then(|c| Ruleset::build(c.alerts))
+            .map(|mut r| {
+                r.config.source = Some(path.clone());
+                r
+            });
+        match loaded {
+            Ok(r) => {
+                tracing::info!(rules = r.config.rules.len(), notifiers = r.targets.len(), "Alert rules reloaded.");
+                *self
+                    .inner
+                    .ruleset
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = Arc::new(r);
+            }
+            Err(e) => {
+                self.inner.metrics.evaluation_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "The changed config file does not load; keeping the current alert rules.");
+            }
+        }
+    }
+
+    /// Starts evaluating on the configured interval, reloading the rules when the config
+    /// file changes.
     pub fn spawn(&self) -> EvaluatorTask {
         let (stop, mut stopped) = watch::channel(false);
-        if self.inner.config.rules.is_empty() {
+        let ruleset = self.ruleset();
+        if ruleset.config.rules.is_empty() && ruleset.config.source.is_none() {
             return EvaluatorTask { stop, handle: None };
         }
         self.resume_outbox();
         let this = self.clone();
         let handle = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(this.inner.config.interval);
+            let mut interval = this.ruleset().config.interval;
+            let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => this.evaluate_and_dispatch().await,
+                    _ = tick.tick() => {
+                        this.reload_if_changed();
+                        this.evaluate_and_dispatch().await;
+                        let now = this.ruleset().config.interval;
+                        if now != interval {
+                            interval = now;
+                            tick = tokio::time::interval(interval);
+                            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            tick.reset();
+                        }
+                    }
                     _ = stopped.changed() => break,
                 }
             }
         });
         tracing::info!(
-            rules = self.inner.config.rules.len(),
-            interval_ms = self.inner.config.interval.as_millis() as u64,
+            rules = ruleset.config.rules.len(),
+            interval_ms = ruleset.config.interval.as_millis() as u64,
             "Alert evaluator started."
         );
         EvaluatorTask {
@@ -258,7 +342,7 @@ impl Alerts {
     fn resume_outbox(&self) {
         let pending: Vec<Pending> = self.store().outbox.clone();
         for p in pending {
-            match self.inner.targets.get(&p.notifier) {
+            match self.ruleset().targets.get(&p.notifier) {
                 Some(t) => {
                     tracing::info!(notifier = %p.notifier, "Resending an alert notification left by the previous run.");
                     self.dispatch(t.clone(), p);
@@ -279,7 +363,8 @@ impl Alerts {
             deliveries: Vec::new(),
         };
         let mut dirty = false;
-        for rule in &i.config.rules {
+        let ruleset = self.ruleset();
+        for rule in &ruleset.config.rules {
             let measured = match eval::measure(&i.index, rule, now) {
                 Ok(m) => m,
                 Err(e) => {
@@ -338,7 +423,7 @@ impl Alerts {
                 if let Some(status) = step.notify {
                     let msg = self.message(rule, &alert, labels, status, now);
                     for name in &rule.notify {
-                        if let Some(t) = i.targets.get(name) {
+                        if let Some(t) = ruleset.targets.get(name) {
                             let body = notify::payload(t.kind, &msg);
                             let id = store.enqueue(name, body.clone());
                             outcome.deliveries.push((
@@ -354,6 +439,15 @@ impl Alerts {
                 }
             }
         }
+        // Forget alerts that are over: inactive ones at once, resolved ones after an hour
+        // (a resolved alert that breaches again starts afresh either way).
+        let before = store.alerts.len();
+        store.alerts.retain(|_, a| match a.phase {
+            Phase::Inactive => false,
+            Phase::Resolved => now - a.resolved_at.unwrap_or(now) < RESOLVED_KEPT_MS,
+            _ => true,
+        });
+        dirty |= store.alerts.len() != before;
         if dirty {
             if let Err(e) = store.save(&i.path) {
                 // Without the state on disk a restart would notify again; better to skip

@@ -26,6 +26,10 @@ pub struct AlertsConfig {
     /// What to watch.
     #[serde(rename = "rule")]
     pub rules: Vec<RuleConfig>,
+    /// The file these settings came from; the evaluator reloads `[alerts]` from it when it
+    /// changes. Set by [`crate::CollectorConfig::load`], never read from TOML.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for AlertsConfig {
@@ -35,6 +39,7 @@ impl Default for AlertsConfig {
             public_url: None,
             notifiers: Vec::new(),
             rules: Vec::new(),
+            source: None,
         }
     }
 }

@@ -151,6 +151,9 @@ impl Dlq {
                 "Dead-letter entries were being replayed when the collector stopped; marked failed (not re-sent)."
             );
         }
+        // reqwest's TLS needs a process-wide crypto provider; the binary installs ring
+        // first, and this is a no-op then.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
@@ -215,6 +218,24 @@ impl Dlq {
             if sel.send.len() >= max {
                 break;
             }
+            match self.check(&e) {
+                Ok(url) => sel.send.push((e, url)),
+                Err(why) => sel.refused.push((e, why)),
+            }
+        }
+        Ok(sel)
+    }
+
+    /// Like [`Dlq::select`] for explicit ids (unknown ids are refused).
+    pub fn select_ids(&self, ids: &[u64]) -> Result<Selection, DlqError> {
+        let mut sel = Selection {
+            send: Vec::new(),
+            refused: Vec::new(),
+        };
+        for &id in ids {
+            let Some(e) = self.store.get(id)? else {
+                return Err(StoreError::NotFound(id).into());
+            };
             match self.check(&e) {
                 Ok(url) => sel.send.push((e, url)),
                 Err(why) => sel.refused.push((e, why)),

@@ -5,8 +5,8 @@
 //!   (`total` counts every match; `entries` are the first `limit`, oldest first)
 //! - `GET  /api/v1/dlq/{id}` → the entry
 //! - `POST /api/v1/dlq/{id}/replay` → sends it now and answers with the entry and job
-//! - `POST /api/v1/dlq/replay` with a JSON body `{task, error, state, from, to, max, rate,
-//!   dry_run, wait}` → `dry_run`: what would be sent and what is refused; otherwise a job
+//! - `POST /api/v1/dlq/replay` with a JSON body `{task, error, state, from, to, max, ids,
+//!   rate, dry_run, wait}` (`ids` instead of the filters) → `dry_run`: what would be sent and what is refused; otherwise a job
 //!   `{"job": {...}}` (202, or 200 with the finished job when `wait` is true)
 //! - `GET  /api/v1/dlq/jobs/{id}` → a job's progress
 //! - `POST /api/v1/dlq/{id}/discard` → the entry, now `discarded`
@@ -154,6 +154,8 @@ pub(super) struct ReplayBody {
     to: Option<String>,
     /// Send at most this many.
     max: Option<usize>,
+    /// These entries instead of the filters.
+    ids: Vec<u64>,
     /// Requests per second.
     rate: Option<f64>,
     /// List what would be sent; send nothing.
@@ -189,9 +191,16 @@ pub(super) async fn replay_query(
     .filter()?;
     let max = body.max.unwrap_or(usize::MAX);
     let dlq = state.dlq.clone();
-    let sel = tokio::task::spawn_blocking(move || dlq.select(&filter, max))
-        .await
-        .map_err(|e| ApiError::internal("selecting dead letters", &e))??;
+    let ids = body.ids.clone();
+    let sel = tokio::task::spawn_blocking(move || {
+        if ids.is_empty() {
+            dlq.select(&filter, max)
+        } else {
+            dlq.select_ids(&ids)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal("selecting dead letters", &e))??;
     let mut answer = selection_json(&sel);
     answer["dry_run"] = json!(body.dry_run);
     if body.dry_run || sel.send.is_empty() {

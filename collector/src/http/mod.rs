@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts/test", post(alerts::test))
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))
+        .merge(crate::ui::routes())
         .fallback(meta::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)

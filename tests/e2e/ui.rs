@@ -1,0 +1,165 @@
+//! The web UI in a real browser: a collector filled with the loghub corpus, generated
+//! logfmt events and XSS payloads, driven by `collector/ui/tests/ui.test.mjs` (Debian's
+//! chromium through `playwright-core`). Screenshots go to `target/ui-screenshots/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::harness::{Collector, corpus_dir};
+
+/// Lines that would run script if the UI rendered values as HTML.
+const XSS_LINES: &[&str] = &[
+    "level=error msg=\"<script>window.__xss=1</script>\" task=xss_probe host=evil",
+    "level=warn msg=\"<img src=x onerror=\\\"window.__xss=1\\\">\" task=xss_probe",
+    "level=info msg=\"click <a href=\\\"javascript:window.__xss=1\\\">here</a>\" task=xss_probe",
+    "level=info msg=\"cell</td><td onmouseover=window.__xss=1>x\" task=xss_probe \"<b>k</b>\"=\"<i>v</i>\"",
+    "<script>window.__xss=1</script> plain text line",
+];
+
+fn load(c: &Collector) -> u64 {
+    let mut files: Vec<_> = std::fs::read_dir(corpus_dir())
+        .expect("corpus")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    let mut sent = 0u64;
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("corpus file");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        for (n, chunk) in lines.chunks(500).enumerate() {
+            let key = format!("{}-{n}", path.display());
+            assert_eq!(c.ingest(chunk.join("\n").as_bytes(), Some(&key)).0, 200);
+            sent += chunk.len() as u64;
+        }
+    }
+    // Task runs with levels, hosts, versions and retries, stamped now so the default
+    // time range shows them.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let levels = ["info", "warn", "error", "debug"];
+    let tasks = ["charge", "parse_email", "send_receipt"];
+    let mut body = String::new();
+    for i in 0..600u64 {
+        let ts = rfc3339(now - (600 - i), i * 1_234_567);
+        let level = levels[(i % 4) as usize];
+        let task = tasks[(i % 3) as usize];
+        let attempt = 1 + (i / 3) % 2;
+        let host = format!("web-{}", i % 5);
+        let msg = if level == "error" {
+            "Charge failed: card declined"
+        } else {
+            "charge ok"
+        };
+        body.push_str(&format!(
+            "ts={ts} level={level} msg=\"{msg}\" task={task} task_id=run-{:03} attempt={attempt} \
+             version=1.{}.0 host={host} latency_ms={}\n",
+            i / 6,
+            i % 3,
+            i * 7 % 1000
+        ));
+    }
+    assert_eq!(c.ingest(body.as_bytes(), Some("ui-generated")).0, 200);
+    sent += 600;
+    let xss = XSS_LINES.join("\n");
+    assert_eq!(c.ingest(xss.as_bytes(), Some("ui-xss")).0, 200);
+    sent + XSS_LINES.len() as u64
+}
+
+/// `secs` since the epoch as RFC 3339 UTC with nanoseconds (civil-from-days, Hinnant).
+fn rfc3339(secs: u64, nanos: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        nanos % 1_000_000_000
+    )
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let dir = target.join("ui-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+fn npm_ci(dir: &Path) {
+    if dir.join("node_modules/playwright-core").is_dir() {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--silent", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .expect("run npm ci (is npm installed?)");
+    assert!(status.success(), "npm ci in {} failed", dir.display());
+}
+
+#[test]
+fn ui_in_a_real_browser() {
+    let c = Collector::start();
+    let sent = load(&c);
+    c.wait_indexed(sent);
+
+    let tests = repo_root().join("collector/ui/tests");
+    npm_ci(&tests);
+    let shots = screenshot_dir();
+    let out = Command::new("node")
+        .arg(tests.join("ui.test.mjs"))
+        .arg(c.url())
+        .arg(&shots)
+        .output()
+        .expect("run node (is nodejs installed?)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser test failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- collector\n{}",
+        out.status,
+        c.log()
+    );
+    eprintln!("{stdout}screenshots in {}", shots.display());
+}
+
+#[test]
+fn ui_assets_are_served_with_a_strict_policy() {
+    let c = Collector::start();
+    let http = reqwest::blocking::Client::new();
+    for path in ["/", "/ui/app.js", "/ui/app.css", "/?q=level:error&from=1h"] {
+        let r = http.get(format!("{}{path}", c.url())).send().expect("GET");
+        assert_eq!(r.status(), 200, "{path}");
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .expect("ascii");
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    }
+    let r = http
+        .get(format!("{}/ui/nope.js", c.url()))
+        .send()
+        .expect("GET");
+    assert_eq!(r.status(), 404);
+}
