@@ -191,14 +191,18 @@ pub async fn run(
             addr: config.admin.to_string(),
             source,
         })?;
-    let mut client = reqwest::Client::builder()
+    // Always our own rustls config (ring): reqwest is built without a provider of its own.
+    let ca_file = if config.collector.starts_with("https://") {
+        config.forward.ca_file.as_deref()
+    } else {
+        None
+    };
+    let client = reqwest::Client::builder()
         .timeout(config.forward.request_timeout)
-        .connect_timeout(Duration::from_secs(10));
-    if config.collector.starts_with("https://") {
-        let tls = tls::client_config(config.forward.ca_file.as_deref())?;
-        client = client.tls_backend_preconfigured(tls);
-    }
-    let client = client.build().map_err(AgentError::HttpClient)?;
+        .connect_timeout(Duration::from_secs(10))
+        .tls_backend_preconfigured(tls::client_config(ca_file)?)
+        .build()
+        .map_err(AgentError::HttpClient)?;
 
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (inputs_stop, inputs_stop_rx) = watch::channel(false);

@@ -168,13 +168,15 @@ impl CollectorConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|e| match e {
+        let mut config = Self::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: Some(path.to_path_buf()),
                 message,
             },
             other => other,
-        })
+        })?;
+        config.alerts.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses TOML text.

@@ -33,10 +33,12 @@
     for (const c of children) append(e, c);
     return e;
   }
-  function append(parent, c) {
-    if (c === undefined || c === null || c === false) return;
-    if (Array.isArray(c)) { c.forEach((x) => append(parent, x)); return; }
-    parent.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+  function append(parent, ...cs) {
+    for (const c of cs) {
+      if (c === undefined || c === null || c === false) continue;
+      if (Array.isArray(c)) { append(parent, ...c); continue; }
+      parent.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
   }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
   const SVG = 'http://www.w3.org/2000/svg';

@@ -280,3 +280,58 @@ fn encrypted_values_come_back_with_spoor_decrypt() {
         "msg=\"login from 192.168.7.33 ok\" case=e1\n"
     );
 }
+
+#[test]
+fn a_rotated_buffer_key_still_reads_the_old_segments() {
+    let mut collector = Collector::start();
+    collector.kill9();
+    let cfg = tempfile::tempdir().expect("temp dir");
+    let config = write_config(cfg.path(), "");
+    let mut agent = Agent::start(&collector, &["--config", &config]);
+    let old_lines: String = (0..20)
+        .map(|i| format!("msg=\"sealed oldkeyword {i}\"\n"))
+        .collect();
+    agent.send_tcp(old_lines.as_bytes());
+    wait_for(
+        "the old lines in the buffer",
+        Duration::from_secs(30),
+        || {
+            agent
+                .metric("spoor_agent_forward_retries_total")
+                .is_some_and(|n| n >= 1.0)
+                .then_some(())
+        },
+    );
+    agent.kill9();
+
+    let new_key = cfg.path().join("new.key");
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&new_key)
+            .expect("new key file")
+    };
+    f.write_all(format!("{}\n", "5a".repeat(32)).as_bytes())
+        .expect("write key");
+    let old_key = agent.data_dir().join("keys/buffer.key");
+    write_config(
+        cfg.path(),
+        &format!(
+            "[encryption]\nkey_file = '{}'\nold_key_files = ['{}']\n",
+            new_key.display(),
+            old_key.display()
+        ),
+    );
+    agent.restart();
+    let new_lines: String = (0..20)
+        .map(|i| format!("msg=\"sealed newkeyword {i}\"\n"))
+        .collect();
+    agent.send_tcp(new_lines.as_bytes());
+    collector.restart();
+    wait_for("old and new lines", Duration::from_secs(60), || {
+        (collector.count("oldkeyword") == 20 && collector.count("newkeyword") == 20).then_some(())
+    });
+}

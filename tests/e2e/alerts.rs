@@ -645,3 +645,43 @@ notify = ["hook"]
     let spike = by_rule("email-spike");
     assert_eq!(spike["alerts"][0]["annotations"]["value"], "5");
 }
+
+#[test]
+fn rules_reload_when_the_config_file_changes() {
+    let rx = Receiver::start(0);
+    let config = |value: u32| {
+        format!(
+            r#"
+[alerts]
+interval = "200ms"
+{}
+[[alerts.rule]]
+name = "errs"
+kind = "threshold"
+query = "level:error"
+window = "1m"
+value = {value}
+notify = ["hook"]
+"#,
+            notifier("hook", "mattermost", &rx.url("hook")),
+        )
+    };
+    let c = Collector::start_with_config(&config(100));
+    log_lines(&c, "charge", "error", 3);
+    c.wait_caught_up();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(rx.delivered("hook").is_empty());
+    // A broken file keeps the old rules.
+    let path = c.dir.path().join("collector.toml");
+    std::fs::write(&path, "[alerts]\nintervall = 1\n").expect("write config");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(c.get("/api/v1/alerts", &[]).1["rules"][0]["value"], 100.0);
+    std::fs::write(&path, config(2)).expect("write config");
+    let got = rx.wait_delivered("hook", 1);
+    assert!(
+        got[0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("(threshold > 2)")),
+        "{got:?}"
+    );
+}

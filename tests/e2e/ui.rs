@@ -9,10 +9,10 @@ use crate::harness::{Collector, corpus_dir};
 
 /// Lines that would run script if the UI rendered values as HTML.
 const XSS_LINES: &[&str] = &[
-    "level=error msg=\"<script>window.__xss=1</script>\" task=xss_probe host=evil",
+    "level=error msg=\"<script>window.__xss=1</script>\" task=xss_probe host=\"<img src=x onerror=window.__xss=1>\"",
     "level=warn msg=\"<img src=x onerror=\\\"window.__xss=1\\\">\" task=xss_probe",
     "level=info msg=\"click <a href=\\\"javascript:window.__xss=1\\\">here</a>\" task=xss_probe",
-    "level=info msg=\"cell</td><td onmouseover=window.__xss=1>x\" task=xss_probe \"<b>k</b>\"=\"<i>v</i>\"",
+    "level=info msg=\"cell</td><td onmouseover=window.__xss=1>x\" task=xss_probe <b>k</b>=\"<i>v</i>\"",
     "<script>window.__xss=1</script> plain text line",
 ];
 

@@ -186,6 +186,8 @@ pub struct TestAgent {
 
 impl TestAgent {
     pub async fn start(config: AgentConfig) -> Self {
+        // reqwest is built with `rustls-no-provider`: the tests' own clients need a default.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(spoor_agent::run(config.clone(), async {
             let _ = rx.await;

@@ -232,7 +232,14 @@ impl Alerts {
             });
         match loaded {
             Ok(r) => {
-                tracing::info!(rules = r.config.rules.len(), notifiers = r.targets.len(), "Alert rules reloaded.");
+                self.store()
+                    .alerts
+                    .retain(|_, a| r.config.rules.iter().any(|rule| rule.name == a.rule));
+                tracing::info!(
+                    rules = r.config.rules.len(),
+                    notifiers = r.targets.len(),
+                    "Alert rules reloaded."
+                );
                 *self
                     .inner
                     .ruleset
@@ -240,7 +247,10 @@ impl Alerts {
                     .unwrap_or_else(|p| p.into_inner()) = Arc::new(r);
             }
             Err(e) => {
-                self.inner.metrics.evaluation_errors.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .metrics
+                    .evaluation_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "The changed config file does not load; keeping the current alert rules.");
             }
         }
@@ -506,9 +516,9 @@ impl Alerts {
     /// Rules with their alerts, and the active silences (`GET /api/v1/alerts`).
     pub fn snapshot(&self) -> Value {
         let now = now_ms();
+        let ruleset = self.ruleset();
         let store = self.store();
-        let rules: Vec<Value> = self
-            .inner
+        let rules: Vec<Value> = ruleset
             .config
             .rules
             .iter()
@@ -606,7 +616,8 @@ impl Alerts {
     /// Sends a sample notification to one notifier and waits for the outcome.
     pub async fn test_notifier(&self, name: &str) -> Result<u16, String> {
         let i = &self.inner;
-        let target = i
+        let ruleset = self.ruleset();
+        let target = ruleset
             .targets
             .get(name)
             .ok_or_else(|| format!("no notifier is named `{name}`"))?;

@@ -59,10 +59,14 @@ pub(super) async fn silence(
     if let Some(rule) = req.rule {
         matchers.insert("alertname".into(), rule);
     }
-    let silence = state
-        .alerts
-        .add_silence(matchers, duration, req.comment, caller.name)
-        .map_err(ApiError::bad_request)?;
+    // Saving the silence fsyncs the state file: keep it off the async workers.
+    let alerts = state.alerts.clone();
+    let silence = tokio::task::spawn_blocking(move || {
+        alerts.add_silence(matchers, duration, req.comment, caller.name)
+    })
+    .await
+    .map_err(|e| ApiError::internal("saving the silence", &e))?
+    .map_err(ApiError::bad_request)?;
     Ok((StatusCode::CREATED, Json(silence)))
 }
 

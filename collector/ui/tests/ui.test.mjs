@@ -25,12 +25,12 @@ async function apiTotal(q, extra = {}) {
 }
 
 const profile = mkdtempSync(join(tmpdir(), 'spoor-ui-chromium-'));
-const browser = await chromium.launch({
+const context = await chromium.launchPersistentContext(profile, {
+  viewport: { width: 1400, height: 900 },
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    `--user-data-dir=${profile}`],
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 const failures = [];
 let step = '';
@@ -43,23 +43,36 @@ async function check(name, fn) {
     console.log(`ok   ${name} (${Date.now() - start} ms)`);
   } catch (e) {
     failures.push(name);
+    try { console.log(await page.evaluate(() => document.getElementById('results').outerHTML.slice(0, 2000))); } catch (_) { /* best effort */ }
     console.log(`FAIL ${name}: ${e.stack || e}`);
     try { await page.screenshot({ path: join(shots, `FAIL-${name.replace(/\W+/g, '_')}.png`), fullPage: true }); } catch (_) { /* best effort */ }
   }
 }
 
-const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
 const page = await context.newPage();
 page.setDefaultTimeout(15000);
 const pageErrors = [];
 page.on('pageerror', (e) => pageErrors.push(`${step}: ${e.message}`));
+page.on('response', (r) => { if (r.status() >= 400 && r.status() !== 400) console.log(`response ${r.status()} ${r.url()} (${step})`); });
+page.on('requestfailed', (r) => console.log(`request failed ${r.url()} ${r.failure() && r.failure().errorText} (${step})`));
 page.on('console', (m) => { if (m.type() === 'error') console.log(`console error (${step}): ${m.text()}`); });
 const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`) });
 const total = async () => Number(await page.locator('#total').getAttribute('data-total'));
-const waitTotal = async (n) => page.waitForFunction((n) => {
+// page.waitForFunction evaluates a string, which the page's CSP forbids: poll instead.
+async function waitUntil(fn, arg, what) {
+  const deadline = Date.now() + 15000;
+  let last;
+  for (;;) {
+    last = await page.evaluate(fn, arg);
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what || fn}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+const waitTotal = async (n) => waitUntil((n) => {
   const t = document.getElementById('total');
   return t && Number(t.dataset.total) === n;
-}, n);
+}, n, `total ${n}`);
 const xssUnset = async () => assert.equal(await page.evaluate(() => typeof window.__xss), 'undefined', 'an XSS payload ran');
 
 await check('the page is served with a strict CSP and loads', async () => {
@@ -129,12 +142,12 @@ await check('expanding a row shows its fields; a value click adds a filter', asy
   await shot('expanded');
   const host = await body.locator('tr', { has: page.locator('td.k', { hasText: /^host$/ }) }).locator('.fval').textContent();
   await body.locator('tr', { has: page.locator('td.k', { hasText: /^host$/ }) }).locator('.fval').click();
-  await page.waitForFunction((h) => new URL(location.href).searchParams.get('q') === `task:parse_email host:${h}`, host);
+  await waitUntil((h) => new URL(location.href).searchParams.get('q') === `task:parse_email host:${h}`, host);
   await waitTotal(await apiTotal(`task:parse_email host:${host}`, { from: '1h' }));
   // Negation.
   await page.locator('#results .row .row-head').first().click();
   await page.locator('#results .row.open tr', { has: page.locator('td.k', { hasText: /^attempt$/ }) }).locator('button.mini').click();
-  await page.waitForFunction(() => /-attempt:\d/.test(new URL(location.href).searchParams.get('q')));
+  await waitUntil(() => /-attempt:\d/.test(new URL(location.href).searchParams.get('q')));
 });
 
 await check('context view shows the lines around a hit from the same task run', async () => {
@@ -199,7 +212,7 @@ await check('live tail shows a line sent after it was opened, and pauses', async
   await shot('tail');
   await page.click('#pause-btn');
   await send(marker + '-later');
-  await page.waitForFunction(() => /Resume \(1\)/.test(document.getElementById('pause-btn').textContent));
+  await waitUntil(() => /Resume \(1\)/.test(document.getElementById('pause-btn').textContent));
   assert.equal(await page.locator('#results .row .msg', { hasText: marker + '-later' }).count(), 0);
   await page.click('#pause-btn');
   await page.locator('#results .row .msg', { hasText: marker + '-later' }).waitFor();
@@ -227,9 +240,10 @@ await check('XSS payloads are shown literally and never run', async () => {
   await page.locator('#results .row .msg', { hasText: '<script>window.__xss=1</script> plain text line' }).waitFor();
   await page.locator('#results .row .row-head').first().click();
   await xssUnset();
-  await page.goto(`${base}/?q=${encodeURIComponent('task:xss_probe | count by msg')}&from=all`);
+  await page.goto(`${base}/?q=${encodeURIComponent('task:xss_probe | count by host')}&from=all`);
   await page.waitForSelector('#pipeline-table tbody tr');
-  assert.ok((await page.locator('#pipeline-table td').allTextContents()).includes('<script>window.__xss=1</script>'));
+  assert.ok((await page.locator('#pipeline-table td').allTextContents()).includes('<img src=x onerror=window.__xss=1>'));
+  assert.equal(await page.locator('#pipeline img').count(), 0);
   await xssUnset();
   await page.goto(`${base}/?q=task:xss_probe&from=all`);
   await page.waitForSelector('#results .row');
@@ -240,10 +254,10 @@ await check('XSS payloads are shown literally and never run', async () => {
 
 await check('dead letters and alerts pages render', async () => {
   await page.goto(`${base}/?view=dlq`);
-  await page.waitForFunction(() => !/Loading/.test(document.getElementById('dlq-msg').textContent));
+  await waitUntil(() => !/Loading/.test(document.getElementById('dlq-msg').textContent));
   await shot('dlq');
   await page.goto(`${base}/?view=alerts`);
-  await page.waitForFunction(() => !/Loading/.test(document.getElementById('alerts-msg').textContent));
+  await waitUntil(() => !/Loading/.test(document.getElementById('alerts-msg').textContent));
   await shot('alerts');
 });
 
@@ -251,7 +265,7 @@ await check('no script errors on the page', async () => {
   assert.deepEqual(pageErrors, []);
 });
 
-await browser.close();
+await context.close();
 rmSync(profile, { recursive: true, force: true });
 console.log(`${failures.length ? 'FAILED' : 'passed'} in ${Date.now() - t0} ms; screenshots in ${shots}`);
 process.exit(failures.length ? 1 : 0);
