@@ -325,7 +325,7 @@
         res.total === 1 ? ' hit' : ' hits');
     }
     append(s, ' · ', String(res.took_ms), ' ms · ', rangeLabel());
-    if (tail.on) append(s, el('span', { class: 'tailing', text: tail.paused ? ' · tail paused' : ' · tailing…' }));
+    if (tail.on) append(s, el('span', { class: 'tailing', text: tail.paused ? ' · tail paused' : ' · live' }));
   }
   function rangeLabel() {
     if (state.from === 'all' && !state.to) return 'all time';
@@ -563,6 +563,9 @@
           let body = null; try { body = await r.json(); } catch (_) { /* not JSON */ }
           throw new ApiError(r.status, body);
         }
+        // The server picks the starting point when it answers: from here on nothing is missed.
+        for (const t of document.querySelectorAll('.tailing')) { t.textContent = ' · live'; t.dataset.state = 'live'; }
+        $('tail-btn').dataset.state = 'live';
         const reader = r.body.getReader();
         const dec = new TextDecoder();
         let buf = '';
@@ -587,7 +590,7 @@
         if (tail.ctrl === ctrl) stopTail();
         if (e.status === 400) showQueryError(e, state.q); else toast('Live tail failed: ' + e.message);
       });
-    $('summary').appendChild(el('span', { class: 'tailing', text: ' · tailing…' }));
+    $('summary').appendChild(el('span', { class: 'tailing', text: ' · connecting…' }));
   }
   function tailHit(hit) {
     if (tail.paused) { tail.buffer.push(hit); $('pause-btn').textContent = 'Resume (' + tail.buffer.length + ')'; return; }
@@ -607,6 +610,7 @@
     if (tail.ctrl) tail.ctrl.abort();
     Object.assign(tail, { on: false, paused: false, ctrl: null, buffer: [] });
     $('tail-btn').setAttribute('aria-pressed', 'false');
+    delete $('tail-btn').dataset.state;
     $('tail-btn').textContent = 'Live tail';
     $('pause-btn').hidden = true;
     for (const s of document.querySelectorAll('.tailing')) s.remove();

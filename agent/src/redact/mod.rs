@@ -126,7 +126,7 @@ struct Rule {
 
 #[derive(Debug)]
 struct FieldRule {
-    /// `_name_`, lowercased, `-` and `.` as `_`.
+    /// The name lowercased, `-` and `.` as `_`.
     pattern: String,
     name: String,
     stat: usize,
@@ -143,16 +143,38 @@ pub struct Redactor {
     stats: std::sync::Arc<RedactStats>,
 }
 
-/// `_key_` lowercased with `-` and `.` as `_`, for part-wise field name matching.
-fn normalize_key(key: &str) -> String {
-    let mut s = String::with_capacity(key.len() + 2);
-    s.push('_');
-    s.extend(key.chars().map(|c| match c {
-        '-' | '.' => '_',
-        c => c.to_ascii_lowercase(),
-    }));
-    s.push('_');
-    s
+fn is_sep(b: u8) -> bool {
+    matches!(b, b'_' | b'-' | b'.')
+}
+
+/// Lowercased with `-` and `.` as `_`.
+fn normalize_name(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if is_sep(b) {
+                '_'
+            } else {
+                b.to_ascii_lowercase() as char
+            }
+        })
+        .collect()
+}
+
+/// Whether `name` (normalized) is `key` or a run of its `_`/`-`/`.`-separated parts,
+/// ignoring case, without allocating (this runs for every key of every event).
+fn part_match(key: &str, name: &str) -> bool {
+    let (k, n) = (key.as_bytes(), name.as_bytes());
+    if n.is_empty() || k.len() < n.len() {
+        return false;
+    }
+    (0..=k.len() - n.len()).any(|i| {
+        (i == 0 || is_sep(k[i - 1]))
+            && (i + n.len() == k.len() || is_sep(k[i + n.len()]))
+            && k[i..i + n.len()]
+                .iter()
+                .zip(n)
+                .all(|(&a, &b)| a.eq_ignore_ascii_case(&b) || (is_sep(a) && b == b'_'))
+    })
 }
 
 /// Checks a configuration's patterns without loading keys (for config validation).
@@ -225,7 +247,7 @@ impl Redactor {
             .fields
             .iter()
             .map(|f| FieldRule {
-                pattern: normalize_key(f),
+                pattern: normalize_name(f),
                 name: f.to_ascii_lowercase(),
                 stat: stats.index(&f.to_ascii_lowercase()),
             })
@@ -278,8 +300,7 @@ impl Redactor {
         if self.fields.is_empty() {
             return None;
         }
-        let k = normalize_key(key);
-        self.fields.iter().find(|f| k.contains(&f.pattern))
+        self.fields.iter().find(|f| part_match(key, &f.pattern))
     }
 
     /// Redacts `event` in place. A failure to encrypt (the system's random source) masks

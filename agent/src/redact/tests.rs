@@ -251,3 +251,24 @@ old_key_files = ["/etc/spoor/old.key"]
     });
     assert!(bad.validate().is_err());
 }
+
+#[test]
+fn field_names_match_whole_parts_without_case() {
+    for (key, hit) in [
+        ("password", true),
+        ("PASSWORD", true),
+        ("user.Password", true),
+        ("client_secret", true),
+        ("x-api-key", true),
+        ("Set-Cookie", true),
+        ("passwords", false),
+        ("tokenizer", false),
+        ("api", false),
+    ] {
+        let any = RedactConfig::default()
+            .fields
+            .iter()
+            .any(|f| part_match(key, &normalize_name(f)));
+        assert_eq!(any, hit, "{key}");
+    }
+}

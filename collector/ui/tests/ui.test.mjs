@@ -201,7 +201,7 @@ await check('live tail shows a line sent after it was opened, and pauses', async
   await page.goto(`${base}/?q=task:tail_probe&from=1h`);
   await page.waitForSelector('#total');
   await page.click('#tail-btn');
-  await page.waitForTimeout(700);
+  await page.locator('#tail-btn[data-state="live"]').waitFor();
   const marker = `tail-probe-${Date.now()}`;
   const send = async (m) => {
     const r = await fetch(`${base}/api/v1/ingest`, { method: 'POST', body: `level=warn msg="${m}" task=tail_probe\n` });
