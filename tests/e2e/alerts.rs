@@ -685,3 +685,45 @@ notify = ["hook"]
         "{got:?}"
     );
 }
+
+#[test]
+fn a_dead_webhook_blocks_neither_evaluation_nor_other_notifiers() {
+    let rx = Receiver::start(0);
+    let dead = format!(
+        "http://127.0.0.1:{}/secret-token-path",
+        crate::harness::free_port()
+    );
+    let config = format!(
+        r#"
+[alerts]
+interval = "200ms"
+{}{}
+[[alerts.rule]]
+name = "errs"
+kind = "threshold"
+query = "level:error"
+window = "1m"
+value = 0
+notify = ["dead", "live"]
+"#,
+        notifier("dead", "webhook", &dead),
+        notifier("live", "discord", &rx.url("live")),
+    );
+    let c = Collector::start_with_config(&config);
+    log_lines(&c, "charge", "error", 1);
+    rx.wait_delivered("live", 1);
+    wait_for(
+        "a retry of the dead webhook",
+        Duration::from_secs(30),
+        || (c.metric("spoor_alert_notification_retries_total")? >= 2).then_some(()),
+    );
+    let before = c.metric("spoor_alert_evaluations_total").unwrap_or(0);
+    wait_for("evaluations to go on", Duration::from_secs(30), || {
+        (c.metric("spoor_alert_evaluations_total")? >= before + 5).then_some(())
+    });
+    let log = c.log();
+    assert!(
+        !log.contains("secret-token-path"),
+        "the webhook URL was logged:\n{log}"
+    );
+}

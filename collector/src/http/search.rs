@@ -179,9 +179,14 @@ pub(super) async fn tail(
                     return Some((Ok(e), (state, req, next, queue)));
                 }
                 let mut indexed = state.indexed.clone();
-                if *indexed.borrow() <= next && indexed.changed().await.is_err() {
+                // Mark the current value seen, so `changed` waits for a new one (no spin).
+                let current = *indexed.borrow_and_update();
+                if current <= next && indexed.changed().await.is_err() {
                     return None;
                 }
+                // Read the watermark before searching: a line indexed during the search
+                // is then found by the next round instead of being skipped.
+                let upto = *indexed.borrow();
                 req.min_seq = Some(next);
                 let index = state.index.clone();
                 let r = req.clone();
@@ -199,7 +204,7 @@ pub(super) async fn tail(
                 }
                 next = match max_seq {
                     Some(s) if found.hits.len() >= TAIL_BATCH => s + 1,
-                    _ => (*state.indexed.borrow()).max(max_seq.map_or(0, |s| s + 1)),
+                    _ => upto.max(max_seq.map_or(0, |s| s + 1)),
                 };
                 // Oldest first: the queue pops from the back.
                 for hit in found.hits.iter().rev() {

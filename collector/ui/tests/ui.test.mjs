@@ -148,6 +148,7 @@ await check('expanding a row shows its fields; a value click adds a filter', asy
   await page.locator('#results .row .row-head').first().click();
   await page.locator('#results .row.open tr', { has: page.locator('td.k', { hasText: /^attempt$/ }) }).locator('button.mini').click();
   await waitUntil(() => /-attempt:\d/.test(new URL(location.href).searchParams.get('q')));
+  await waitTotal(await apiTotal(`task:parse_email host:${host} -attempt:1`, { from: '1h' }));
 });
 
 await check('context view shows the lines around a hit from the same task run', async () => {
