@@ -49,8 +49,12 @@ struct Variant {
 
 impl Variant {
     fn new(on: bool) -> Self {
+        Self::with(on, on)
+    }
+
+    fn with(redact: bool, encrypt: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let cipher: Arc<dyn RecordCipher> = if on {
+        let cipher: Arc<dyn RecordCipher> = if encrypt {
             Arc::new(BufferCipher::new(KeyRing::new(
                 DataKey::from_bytes([7; 32]),
                 Vec::new(),
@@ -63,7 +67,7 @@ impl Variant {
             ..BufferConfig::default()
         };
         let buffer = DiskBuffer::open_with_cipher(dir.path(), config, cipher).expect("buffer");
-        let redactor = on.then(|| {
+        let redactor = redact.then(|| {
             let mut c = RedactConfig::default();
             c.detectors.ip = DetectorSetting::Mask;
             Redactor::new(&c, dir.path()).expect("redactor")
@@ -127,20 +131,27 @@ fn main() {
     group.finish();
     c.final_summary();
 
-    // Interleaved passes, so both variants see the same machine load.
-    let mut t_off = Vec::new();
-    let mut t_on = Vec::new();
+    // Interleaved passes, so every variant sees the same machine load.
+    let mut redact_only = Variant::with(true, false);
+    let mut encrypt_only = Variant::with(false, true);
+    let mut times: [Vec<Duration>; 4] = Default::default();
     for _ in 0..15 {
-        let t = Instant::now();
-        off.pass(&lines);
-        t_off.push(t.elapsed());
-        let t = Instant::now();
-        on.pass(&lines);
-        t_on.push(t.elapsed());
+        for (k, v) in [&mut off, &mut on, &mut redact_only, &mut encrypt_only]
+            .into_iter()
+            .enumerate()
+        {
+            let t = Instant::now();
+            v.pass(&lines);
+            times[k].push(t.elapsed());
+        }
     }
-    t_off.sort();
-    t_on.sort();
-    let (m_off, m_on) = (t_off[t_off.len() / 2], t_on[t_on.len() / 2]);
+    let median = |t: &mut Vec<Duration>| {
+        t.sort();
+        t[t.len() / 2]
+    };
+    let [t_off, t_on, t_redact, t_encrypt] = &mut times;
+    let (m_off, m_on) = (median(t_off), median(t_on));
+    let (m_redact, m_encrypt) = (median(t_redact), median(t_encrypt));
     let rate = |d: Duration| lines.len() as f64 / d.as_secs_f64();
     let mb = |d: Duration| bytes as f64 / d.as_secs_f64() / 1e6;
     println!(
@@ -154,6 +165,11 @@ fn main() {
         mb(m_off),
         rate(m_on),
         mb(m_on)
+    );
+    println!(
+        "redaction only: {:+.1}%; encryption only: {:+.1}%",
+        (m_redact.as_secs_f64() / m_off.as_secs_f64() - 1.0) * 100.0,
+        (m_encrypt.as_secs_f64() / m_off.as_secs_f64() - 1.0) * 100.0
     );
     println!(
         "on/off time ratio: {:.3} (cost {:+.1}%)",

@@ -8,7 +8,6 @@
 //! filter and a `count by` through `spoor_collector::search`, beside `rg -c` over the same
 //! raw text (ripgrep must be installed).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -18,27 +17,9 @@ use spoor_collector::search::{SearchRequest, search};
 use spoor_sdk::event::Event;
 use tantivy::{IndexWriter, TantivyDocument};
 
-fn corpus_lines() -> Vec<String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/loghub");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus at {}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .expect("corpus file")
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
+#[path = "support/corpus.rs"]
+mod corpus;
+use corpus::corpus_lines;
 
 fn events(n: usize) -> Vec<Vec<u8>> {
     let lines = corpus_lines();

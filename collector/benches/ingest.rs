@@ -8,30 +8,11 @@
 //! `SPOOR_BENCH_MB` sets the volume (default 64).
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Instant;
 
-fn corpus_lines() -> Vec<String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/loghub");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus at {}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .expect("corpus file")
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
+#[path = "support/corpus.rs"]
+mod corpus;
+use corpus::corpus_lines;
 
 fn main() {
     let target_mb: usize = std::env::var("SPOOR_BENCH_MB")
@@ -122,20 +103,37 @@ fn main() {
         // the indexer has caught up with the burst above.
         let caught_up = Instant::now();
         loop {
-            let text = client.get(format!("http://{addr}/metrics")).send().await.expect("metrics").text().await.expect("text");
-            let gauge = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
-            if gauge("spoor_audit_next_seq ").is_some() && gauge("spoor_audit_next_seq ") == gauge("spoor_index_next_seq ") {
+            let text = client
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            let gauge = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            };
+            if gauge("spoor_audit_next_seq ").is_some()
+                && gauge("spoor_audit_next_seq ") == gauge("spoor_index_next_seq ")
+            {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        println!("  indexer caught up {:.1} s after the last acknowledgement", caught_up.elapsed().as_secs_f64());
+        println!(
+            "  indexer caught up {:.1} s after the last acknowledgement",
+            caught_up.elapsed().as_secs_f64()
+        );
         let mut fresh = Vec::new();
         for n in 0..50 {
             let marker = format!("fresh-{n}");
             let resp = client
                 .post(&url)
-                .body(format!("level=info marker={marker} msg=\"freshness probe\"\n"))
+                .body(format!(
+                    "level=info marker={marker} msg=\"freshness probe\"\n"
+                ))
                 .send()
                 .await
                 .expect("post");

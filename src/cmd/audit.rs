@@ -47,7 +47,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     })
     .with_context(|| format!("verifying the audit log in {}", data_dir.display()))?;
     bar.finish_and_clear();
-    print!("{report}");
+    println!("{}", report.to_string().trim_end());
     Ok(if report.is_ok() {
         ExitCode::SUCCESS
     } else {

@@ -44,7 +44,7 @@ const AWS_SECRET_KEY: Builtin = Builtin {
 };
 const GITHUB_TOKEN: Builtin = Builtin {
     name: "github_token",
-    pattern: r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,247})\b",
+    pattern: r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})\b",
     check: None,
 };
 const JWT: Builtin = Builtin {
