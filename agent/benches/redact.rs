@@ -69,7 +69,7 @@ impl Variant {
         let buffer = DiskBuffer::open_with_cipher(dir.path(), config, cipher).expect("buffer");
         let redactor = redact.then(|| {
             let mut c = RedactConfig::default();
-            c.detectors.ip = DetectorSetting::Mask;
+            if std::env::var_os("NOIP").is_none() { c.detectors.ip = DetectorSetting::Mask; }
             Redactor::new(&c, dir.path()).expect("redactor")
         });
         Variant {

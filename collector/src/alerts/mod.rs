@@ -3,7 +3,8 @@
 //! - [`rule`]: the typed `[alerts]` configuration;
 //! - [`eval`]: measuring rules and the inactive → pending → firing → resolved machine;
 //! - [`notify`]: payloads per notifier kind and delivery with retries;
-//! - [`state`]: the persisted alert states and silences.
+//! - [`state`]: the persisted alert states and silences;
+//! - `api`: what the HTTP API reads and changes (state listing, silences, test sends).
 //!
 //! Invariants: one evaluation at a time; the state file, with the notifications decided
 //! (the outbox), is written before they are handed to delivery tasks, so a restart never
@@ -26,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
