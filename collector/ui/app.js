@@ -282,12 +282,15 @@
     const searchP = api('/api/v1/search', Object.assign({ q, limit }, rp));
     const histP = api('/api/v1/histogram', Object.assign({ q: filter, buckets: 80 }, rp));
     const fieldsP = api('/api/v1/fields', Object.assign({ q: filter }, rp));
+    // Handled below once the search answers; mark them handled now so an early failure
+    // is not reported as an unhandled rejection.
+    histP.catch(() => {});
+    fieldsP.catch(() => {});
     let res;
     try {
       res = await searchP;
     } catch (e) {
       if (gen !== generation) return;
-      histP.catch(() => {}); fieldsP.catch(() => {});
       $('summary').textContent = '';
       if (e.status === 400) showQueryError(e, q);
       else { clearQueryError(); $('summary').textContent = 'Search failed: ' + e.message; }

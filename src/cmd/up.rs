@@ -43,7 +43,9 @@ pub struct UpArgs {
 fn check_free(addr: SocketAddr, flag: &str) -> anyhow::Result<()> {
     std::net::TcpListener::bind(addr)
         .map(drop)
-        .with_context(|| format!("{addr} is in use (another spoor running?); choose another address with {flag}"))
+        .with_context(|| {
+            format!("{addr} is in use (another spoor running?); choose another address with {flag}")
+        })
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -52,15 +54,34 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir).context("resolving --data-dir")?;
-    let collector = CollectorConfig {
-        data_dir: data_dir.join("collector"),
-        listen: args.listen,
-        ..Default::default()
+    let receiver = args
+        .demo
+        .then(|| std::net::TcpListener::bind("127.0.0.1:0"))
+        .transpose()
+        .context("starting the demo chat receiver")?;
+    let receiver_addr = receiver
+        .as_ref()
+        .map(|r| r.local_addr())
+        .transpose()
+        .context("demo chat receiver address")?;
+    let mut collector = match receiver_addr {
+        // The demo wires an alert rule and a dead-letter replay target to the built-in
+        // receiver, so both can be seen working without a chat account.
+        Some(addr) => CollectorConfig::from_toml(&demo_collector_toml(addr, args.listen))?,
+        None => CollectorConfig::default(),
     };
+    collector.data_dir = data_dir.join("collector");
+    collector.listen = args.listen;
     let socket = data_dir.join("agent").join("agent.sock");
-    let mut agent = AgentConfig { data_dir: data_dir.join("agent"), ..AgentConfig::default() };
+    let mut agent = AgentConfig {
+        data_dir: data_dir.join("agent"),
+        ..AgentConfig::default()
+    };
     agent.collector = format!("http://{}", args.listen);
-    agent.listen = Some(vec![ListenAddr::Tcp(args.agent_listen), ListenAddr::Unix(socket.clone())]);
+    agent.listen = Some(vec![
+        ListenAddr::Tcp(args.agent_listen),
+        ListenAddr::Unix(socket.clone()),
+    ]);
     agent.admin = args.agent_admin;
     agent.validate()?;
 
@@ -84,6 +105,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         println!("  send a line:  echo 'level=info msg=\"hello from the shell\"' | nc -q0 {} {}", args.agent_listen.ip(), args.agent_listen.port());
         println!("  search it:    spoor search hello --collector http://{}", args.listen);
         println!("  stop:         Ctrl-C");
+        if let (Some(listener), Some(addr)) = (receiver, receiver_addr) {
+            println!("  demo chat:    alerts and replays go to a built-in receiver at http://{addr}/ ;");
+            println!("                what it receives is logged as task=demo-chat (search `task:demo-chat`)");
+            spawn_demo_receiver(listener, args.agent_listen, stop_rx.clone())?;
+        }
         let demo = args.demo.then(|| spawn_demo(args.agent_listen, stop_rx.clone()));
         match args.stop_after {
             Some(secs) => {
@@ -109,7 +135,12 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 async fn wait_healthy(url: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for attempt in 0..300 {
-        if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return Ok(());
         }
         if attempt % 50 == 49 {
@@ -145,8 +176,21 @@ fn spawn_demo(agent: SocketAddr, stop: watch::Receiver<bool>) -> std::thread::Jo
         let mut runs = 0u64;
         tracing::subscriber::with_default(subscriber, || {
             while !*stop.borrow() {
-                let summary = email_pipeline::pipeline::run(&email_pipeline::pipeline::Options::default());
+                let summary =
+                    email_pipeline::pipeline::run(&email_pipeline::pipeline::Options::default());
                 runs += 1;
+                if runs % 4 == 1 {
+                    // An error burst, so the demo alert fires (and later resolves).
+                    for n in 0..8 {
+                        let id = spoor_sdk::task::new_task_id();
+                        let _run = spoor_sdk::task("charge", &id, 1, 0);
+                        tracing::error!(
+                            card = "declined",
+                            amount_cents = 1200 + n,
+                            "Charge failed: card declined"
+                        );
+                    }
+                }
                 if runs == 1 {
                     eprintln!("spoor up: demo workload running (email pipeline): {summary}");
                 }
@@ -160,4 +204,77 @@ fn spawn_demo(agent: SocketAddr, stop: watch::Receiver<bool>) -> std::thread::Jo
         });
         drop(guard);
     })
+}
+
+/// The collector settings of the demo: one alert rule on the demo's error bursts and a
+/// replay target for its dead letters, both pointing at the built-in receiver.
+fn demo_collector_toml(receiver: SocketAddr, ui: SocketAddr) -> String {
+    format!(
+        r#"
+[alerts]
+interval = "2s"
+public_url = "http://{ui}"
+
+[[alerts.notifier]]
+name = "demo-chat"
+kind = "slack"
+url = "http://{receiver}/chat"
+
+[[alerts.rule]]
+name = "charge-errors"
+kind = "threshold"
+query = "level:error task:charge"
+window = "30s"
+op = ">"
+value = 5
+for = "0s"
+group_by = ["task"]
+notify = ["demo-chat"]
+repeat_interval = "10m"
+send_resolved = true
+
+[[dlq.target]]
+task = "*"
+url = "http://{receiver}/replay"
+"#
+    )
+}
+
+/// A stand-in chat room and replay target: it answers 200 and logs what it received to
+/// the agent as `task=demo-chat` lines, so the UI and `spoor search` show the messages.
+fn spawn_demo_receiver(
+    listener: std::net::TcpListener,
+    agent: SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    listener.set_nonblocking(true).context("demo receiver")?;
+    let listener = tokio::net::TcpListener::from_std(listener).context("demo receiver")?;
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: String| async move {
+        let text = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["text"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        let mut event = spoor_sdk::Event::new();
+        event.set_timestamp(time::OffsetDateTime::now_utc());
+        event.push("level", "info");
+        event.push(
+            "msg",
+            format!("demo chat received on {}: {text}", uri.path()),
+        );
+        event.push("task", "demo-chat");
+        let line = format!("{}\n", event.to_line());
+        if let Ok(mut s) = tokio::net::TcpStream::connect(agent).await {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut s, line.as_bytes()).await;
+        }
+        "ok"
+    });
+    let mut stop = stop;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    Ok(())
 }

@@ -104,8 +104,7 @@ fn agent_buffer_full_drop_newest_counts_and_reports_drops() {
             .iter()
             .filter_map(|h| h["dropped_events"].as_str()?.parse::<u64>().ok())
             .sum();
-        (sum > 0 && sum as f64 == metric(&agent, "spoor_agent_dropped_events_total"))
-            .then_some(sum)
+        (sum > 0 && sum as f64 == metric(&agent, "spoor_agent_dropped_events_total")).then_some(sum)
     });
     wait_for("the buffer to drain", Duration::from_secs(30), || {
         (agent.metric("spoor_agent_buffer_unacked_records") == Some(0.0)).then_some(())
