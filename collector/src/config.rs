@@ -298,24 +298,6 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_dlq_targets_of_the_design() {
-        // The `[[dlq.target]]` block of DESIGN.md, verbatim.
-        let c = CollectorConfig::from_toml(
-            r#"
-[[dlq.target]]
-task = "parse_email"                  # or "*" for the default target
-url = "http://127.0.0.1:9000/tasks/parse_email"
-max_replays = 3
-"#,
-        )
-        .expect("parses");
-        assert!(c.validate().is_ok());
-        let t = c.dlq.target_for("parse_email").expect("target");
-        assert_eq!((t.max_replays, t.method.as_str()), (3, "POST"));
-        assert!(c.dlq.target_for("other").is_none());
-    }
-
-    #[test]
     fn reads_the_whole_collector_config_of_the_design() {
         // The collector configuration block of DESIGN.md, verbatim.
         let c = CollectorConfig::from_toml(
@@ -349,47 +331,29 @@ max_replays = 3
 "#,
         )
         .expect("the DESIGN.md example parses");
-        assert!(c.dlq.validate().is_ok());
-        assert_eq!(c.dlq.targets.len(), 1);
-        assert_eq!(c.dlq.targets[0].task, "parse_email");
+        assert!(c.validate().is_ok());
+        let t = c.dlq.target_for("parse_email").expect("target");
+        assert_eq!((t.max_replays, t.method.as_str()), (3, "POST"));
+        assert!(c.dlq.target_for("other").is_none());
+        let r = &c.alerts.rules[0];
+        assert_eq!(c.alerts.interval, Duration::from_secs(15));
+        assert_eq!(
+            c.alerts.notifiers[0].kind,
+            crate::alerts::NotifierKind::Slack
+        );
+        assert_eq!(
+            (r.kind, r.op),
+            (crate::alerts::RuleKind::Threshold, crate::alerts::Op::Gt)
+        );
+        assert_eq!(
+            (r.window, r.for_),
+            (Duration::from_secs(300), Duration::from_secs(60))
+        );
+        assert_eq!(r.repeat_interval, Some(Duration::from_secs(4 * 3600)));
     }
 
     #[test]
-    fn reads_the_alerts_of_the_design() {
-        // The `[alerts]` blocks of DESIGN.md, verbatim.
-        let c = CollectorConfig::from_toml(
-            r#"
-[alerts]
-interval = "15s"                      # how often rules are evaluated
-
-[[alerts.notifier]]
-name = "ops-chat"
-kind = "slack"                        # slack | mattermost | discord | teams | webhook
-url_env = "SPOOR_OPS_WEBHOOK"         # or url_file = "...", or url = "..." (discouraged)
-
-[[alerts.rule]]
-name = "charge-errors"
-kind = "threshold"                    # threshold | ratio | spike | absence
-query = "level:error task:charge"
-# for kind = "ratio":  of = "task:charge"  (the denominator query)
-window = "5m"
-op = ">"                              # > >= < <=
-value = 10
-for = "1m"
-group_by = ["task"]
-notify = ["ops-chat"]
-repeat_interval = "4h"
-send_resolved = true
-"#,
-        )
-        .expect("parses");
-        assert!(c.validate().is_ok());
-        let r = &c.alerts.rules[0];
-        assert_eq!(c.alerts.interval, Duration::from_secs(15));
-        assert_eq!(c.alerts.notifiers[0].kind, crate::alerts::NotifierKind::Slack);
-        assert_eq!((r.kind, r.op), (crate::alerts::RuleKind::Threshold, crate::alerts::Op::Gt));
-        assert_eq!((r.window, r.for_), (Duration::from_secs(300), Duration::from_secs(60)));
-        assert_eq!(r.repeat_interval, Some(Duration::from_secs(4 * 3600)));
+    fn unknown_rule_kinds_are_named() {
         let e = CollectorConfig::from_toml("[[alerts.rule]]\nname = \"x\"\nkind = \"often\"\n")
             .unwrap_err()
             .to_string();

@@ -171,7 +171,7 @@ impl Client {
 /// Percent-encodes a query-string component (RFC 3986 unreserved characters stay).
 /// Written here because it is six lines and the `url` crate would be a large dependency
 /// for it.
-fn encode_component(s: &str) -> String {
+pub fn encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

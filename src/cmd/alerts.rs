@@ -5,34 +5,10 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde_json::{Value, json};
-use spoor_query::client::Client;
 
-#[derive(Debug, Args)]
-pub struct Target {
-    /// The collector's URL.
-    #[arg(long, env = "SPOOR_COLLECTOR", default_value = "http://127.0.0.1:8740")]
-    collector: String,
-    /// File holding a token (`read` for list, `admin` for silence and test; or set SPOOR_TOKEN).
-    #[arg(long, env = "SPOOR_TOKEN_FILE")]
-    token_file: Option<std::path::PathBuf>,
-}
-
-impl Target {
-    fn client(&self) -> anyhow::Result<Client> {
-        let token = match &self.token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("reading the token file {}", p.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => std::env::var("SPOOR_TOKEN").ok(),
-        };
-        Ok(Client::new(&self.collector, token)?)
-    }
-}
+use super::target::Target;
 
 #[derive(Debug, Subcommand)]
 pub enum AlertsCommand {

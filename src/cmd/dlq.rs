@@ -12,30 +12,7 @@ use spoor_query::client::Client;
 
 use super::EXIT_PROBLEM;
 
-#[derive(Debug, Args)]
-pub struct Target {
-    /// The collector's URL.
-    #[arg(long, env = "SPOOR_COLLECTOR", default_value = "http://127.0.0.1:8740")]
-    collector: String,
-    /// File holding a token with the `admin` scope (or set SPOOR_TOKEN).
-    #[arg(long, env = "SPOOR_TOKEN_FILE")]
-    token_file: Option<std::path::PathBuf>,
-}
-
-impl Target {
-    fn client(&self) -> anyhow::Result<Client> {
-        let token = match &self.token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("reading the token file {}", p.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => std::env::var("SPOOR_TOKEN").ok(),
-        };
-        Ok(Client::new(&self.collector, token)?)
-    }
-}
+use super::target::Target;
 
 /// Which entries (for `list` and bulk `replay`).
 #[derive(Debug, Args)]

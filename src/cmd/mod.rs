@@ -9,6 +9,7 @@ mod decrypt;
 mod dlq;
 mod run;
 mod search;
+mod target;
 mod up;
 
 use std::process::ExitCode;

@@ -7,40 +7,17 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
-use spoor_query::client::{Client, ClientError};
+use spoor_query::client::ClientError;
 use spoor_sdk::event::RESERVED_ORDER;
 use spoor_sdk::logfmt::write_pair;
+
+use super::target::Target;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Output {
     Logfmt,
     Json,
     Table,
-}
-
-#[derive(Debug, Args)]
-pub struct Target {
-    /// The collector's URL.
-    #[arg(long, env = "SPOOR_COLLECTOR", default_value = "http://127.0.0.1:8740")]
-    collector: String,
-    /// File holding a token with the `read` scope (or set SPOOR_TOKEN).
-    #[arg(long, env = "SPOOR_TOKEN_FILE")]
-    token_file: Option<std::path::PathBuf>,
-}
-
-impl Target {
-    fn client(&self) -> anyhow::Result<Client> {
-        let token = match &self.token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("reading the token file {}", p.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => std::env::var("SPOOR_TOKEN").ok(),
-        };
-        Ok(Client::new(&self.collector, token)?)
-    }
 }
 
 #[derive(Debug, Args)]

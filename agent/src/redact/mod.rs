@@ -189,8 +189,15 @@ fn compile_rules(config: &RedactConfig) -> Result<Compiled, RedactError> {
         detectors::enabled(&config.detectors)
             .into_iter()
             // ASCII word boundaries: a Unicode `\b` makes the lazy DFA give up on non-ASCII
-        // text and fall back to a much slower engine.
-        .map(|(b, a)| (b.name.to_string(), b.pattern.replace(r"\b", r"(?-u:\b)"), b.check, a))
+            // text and fall back to a much slower engine.
+            .map(|(b, a)| {
+                (
+                    b.name.to_string(),
+                    b.pattern.replace(r"\b", r"(?-u:\b)"),
+                    b.check,
+                    a,
+                )
+            })
             .collect();
     if let Some(p) = detectors::field_in_text_pattern(&config.fields) {
         specs.push(("field_value".into(), p, None, config.field_action));

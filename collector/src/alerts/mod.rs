@@ -487,9 +487,9 @@ impl Alerts {
         let link = format!(
             "{}/?q={}&from={}&to={}",
             i.link_base,
-            percent_encode(q.trim()),
-            percent_encode(&eval::rfc3339(from)),
-            percent_encode(&eval::rfc3339(now.saturating_add(1000)))
+            spoor_query::client::encode_component(q.trim()),
+            spoor_query::client::encode_component(&eval::rfc3339(from)),
+            spoor_query::client::encode_component(&eval::rfc3339(now.saturating_add(1000)))
         );
         let samples = match (status, rule.kind) {
             (Status::Firing, RuleKind::Absence) => Vec::new(),
@@ -562,18 +562,6 @@ fn window_text(d: Duration) -> String {
     }
 }
 
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,6 +571,9 @@ mod tests {
         assert_eq!(window_text(Duration::from_secs(300)), "5m");
         assert_eq!(window_text(Duration::from_millis(200)), "200ms");
         assert_eq!(window_text(Duration::from_secs(2)), "2s");
-        assert_eq!(percent_encode("level:error a"), "level%3Aerror%20a");
+        assert_eq!(
+            spoor_query::client::encode_component("level:error a"),
+            "level%3Aerror%20a"
+        );
     }
 }
