@@ -69,7 +69,10 @@ impl Variant {
         let buffer = DiskBuffer::open_with_cipher(dir.path(), config, cipher).expect("buffer");
         let redactor = redact.then(|| {
             let mut c = RedactConfig::default();
-            if std::env::var_os("NOIP").is_none() { c.detectors.ip = DetectorSetting::Mask; }
+            // SPOOR_BENCH_DEFAULT_DETECTORS=1 keeps the default set (IP addresses off).
+            if std::env::var_os("SPOOR_BENCH_DEFAULT_DETECTORS").is_none() {
+                c.detectors.ip = DetectorSetting::Mask;
+            }
             Redactor::new(&c, dir.path()).expect("redactor")
         });
         Variant {

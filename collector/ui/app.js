@@ -411,14 +411,21 @@
     histo = h;
     const buckets = (h && h.buckets) || [];
     if (!buckets.length) return;
-    const W = Math.max(200, box.clientWidth), H = Math.max(60, box.clientHeight);
+    // Measure the column, not the box: an empty box is not displayed.
+    const W = Math.max(200, box.parentElement.clientWidth - 2), H = 108;
     const top = 6, bottom = 16, left = 4, right = 4;
     const ih = H - top - bottom, iw = W - left - right;
     const max = Math.max(1, ...buckets.map((b) => b.count));
-    const bw = iw / buckets.length;
+    const interval = Math.max(1, h.interval_ms || 1);
+    // The axis spans the requested range (the API only returns buckets around data).
+    const [r0, r1] = rangeMs();
+    const t0 = Math.min(r0 === null ? Infinity : r0, buckets[0].time_ms);
+    const t1 = Math.max(r1, buckets[buckets.length - 1].time_ms + interval);
+    const xAt = (t) => left + ((t - t0) / Math.max(1, t1 - t0)) * iw;
+    const bw = Math.max(1, (interval / Math.max(1, t1 - t0)) * iw);
     const s = svg('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img' });
-    buckets.forEach((b, i) => {
-      const x = left + i * bw;
+    buckets.forEach((b) => {
+      const x = xAt(b.time_ms);
       let y = top + ih;
       const levels = Object.assign({}, b.levels || {});
       const order = LEVELS.filter((l) => l in levels).concat(Object.keys(levels).filter((l) => !LEVELS.includes(l)));
@@ -439,30 +446,31 @@
       }
       s.appendChild(g);
     });
-    const labels = Math.min(6, buckets.length);
+    const labels = 6;
     for (let i = 0; i < labels; i++) {
-      const idx = Math.floor((i * (buckets.length - 1)) / Math.max(1, labels - 1));
-      const tx = svg('text', { class: 'axis', x: left + idx * bw + bw / 2, y: H - 4,
+      const t = t0 + ((t1 - t0) * i) / (labels - 1);
+      const tx = svg('text', { class: 'axis', x: xAt(t), y: H - 4,
         'text-anchor': i === 0 ? 'start' : (i === labels - 1 ? 'end' : 'middle') });
-      const span = buckets[buckets.length - 1].time_ms - buckets[0].time_ms;
-      tx.textContent = fmtLocal(buckets[idx].time_ms, span > 86400000).replace(/\.\d+$/, '');
+      tx.textContent = fmtLocal(t, t1 - t0 > 86400000).replace(/\.\d+$/, '');
       s.appendChild(tx);
     }
     const sel = svg('rect', { class: 'sel', x: 0, y: 0, width: 0, height: H, visibility: 'hidden' });
     s.appendChild(sel);
     box.appendChild(s);
     box.dataset.buckets = String(buckets.length);
-    bindZoom(box, s, sel, { left, iw, buckets, interval: h.interval_ms });
+    bindZoom(box, s, sel, { left, iw, W, t0, t1, buckets, interval });
   }
 
   function bindZoom(box, s, sel, g) {
     let startX = null;
-    const xOf = (ev) => ev.clientX - s.getBoundingClientRect().left;
+    // Pointer position in the SVG's own units (it may be drawn scaled).
+    const xOf = (ev) => {
+      const r = s.getBoundingClientRect();
+      return (ev.clientX - r.left) * (g.W / Math.max(1, r.width));
+    };
     const timeAt = (x) => {
       const frac = Math.min(1, Math.max(0, (x - g.left) / g.iw));
-      const t0 = g.buckets[0].time_ms;
-      const t1 = g.buckets[g.buckets.length - 1].time_ms + g.interval;
-      return t0 + frac * (t1 - t0);
+      return g.t0 + frac * (g.t1 - g.t0);
     };
     s.addEventListener('mousedown', (ev) => { startX = xOf(ev); ev.preventDefault(); });
     s.addEventListener('mousemove', (ev) => {
@@ -478,8 +486,9 @@
       let a = timeAt(Math.min(x, startX)), b = timeAt(Math.max(x, startX));
       if (Math.abs(x - startX) < 4) {
         // A click zooms to the bucket under the pointer.
-        const i = Math.min(g.buckets.length - 1, Math.max(0, Math.floor((x - g.left) / (g.iw / g.buckets.length))));
-        a = g.buckets[i].time_ms; b = a + g.interval;
+        const t = timeAt(x);
+        const hit = g.buckets.find((bk) => bk.time_ms <= t && t < bk.time_ms + g.interval);
+        if (hit) { a = hit.time_ms; b = a + g.interval; } else { startX = null; return; }
       }
       startX = null;
       sel.setAttribute('visibility', 'hidden');
@@ -488,11 +497,32 @@
     s.addEventListener('mouseup', finish);
     s.addEventListener('mouseleave', () => { startX = null; sel.setAttribute('visibility', 'hidden'); });
   }
+  // Redraw when the box changes width (window resize, facets appearing).
+  let drawnWidth = 0;
   let resizeTimer;
-  window.addEventListener('resize', () => {
+  new ResizeObserver(() => {
+    const w = $('histogram').parentElement.clientWidth;
+    if (!w || w === drawnWidth) return;
+    drawnWidth = w;
     clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(() => { if (histo && state.view === 'search') renderHistogram(histo); }, 150);
-  });
+    resizeTimer = setTimeout(() => { if (histo && state.view === 'search') renderHistogram(histo); }, 50);
+  }).observe($('histogram').parentElement);
+
+  // The current range in epoch milliseconds: [from or null for "all", to].
+  function parseBound(text, now) {
+    if (!text || text === 'now') return now;
+    const m = /^(\d+)\s*(ms|s|m|h|d|w)$/.exec(text.trim());
+    if (m) return now - Number(m[1]) * { ms: 1, s: 1e3, m: 6e4, h: 36e5, d: 864e5, w: 6048e5 }[m[2]];
+    if (/^\d+$/.test(text)) return Number(text) * (text.length > 11 ? 1 : 1000);
+    const t = Date.parse(text);
+    return Number.isNaN(t) ? null : t;
+  }
+  function rangeMs() {
+    const now = Date.now();
+    const to = parseBound(state.to, now) || now;
+    const from = state.from === 'all' ? null : parseBound(state.from, now);
+    return [from, to];
+  }
 
   // ----- facets -----
   function renderFacets(fields) {

@@ -82,7 +82,9 @@ const IPV4: Builtin = Builtin {
 const IPV6: Builtin = Builtin {
     name: "ip",
     // Loose on purpose (a small DFA); the check parses the candidate.
-    pattern: r"[0-9A-Fa-f]*:[0-9A-Fa-f:]*:[0-9A-Fa-f:]*[0-9A-Fa-f]",
+    // The full form (8 groups) or a compressed one with `::`, so times like `12:34:56`
+    // are no candidates.
+    pattern: r"(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|[0-9A-Fa-f:]*::[0-9A-Fa-f:]*[0-9A-Fa-f]",
     check: Some(check_ipv6),
 };
 

@@ -223,7 +223,12 @@ fn compile_rules(config: &RedactConfig) -> Result<Compiled, RedactError> {
         specs.push((r.name.clone(), r.pattern.clone(), None, r.action));
     }
     let set =
-        RegexSet::new(specs.iter().map(|s| s.1.as_str())).map_err(|e| RedactError::Pattern {
+        // A larger lazy-DFA cache than the default: many patterns run at once, and a
+        // cache that keeps filling up makes the set fall back to a slower engine.
+        regex::RegexSetBuilder::new(specs.iter().map(|s| s.1.as_str()))
+            .dfa_size_limit(16 << 20)
+            .build()
+            .map_err(|e| RedactError::Pattern {
             rule: "(set)".into(),
             message: e.to_string(),
         })?;
@@ -335,6 +340,11 @@ impl Redactor {
                 continue;
             }
             if value.is_empty() {
+                continue;
+            }
+            // `is_match` is a plain (non-overlapping) scan that can stop early; nearly
+            // every value matches nothing, so the overlapping `matches` runs rarely.
+            if !self.set.is_match(value) {
                 continue;
             }
             let matched = self.set.matches(value);

@@ -112,7 +112,31 @@ await check('the histogram renders bars stacked by level', async () => {
   await shot('search');
 });
 
+await check('dragging across the histogram zooms the time range', async () => {
+  await page.goto(`${base}/?q=task:charge&from=1h`);
+  await page.waitForSelector('#facets .facet');
+  await page.waitForSelector('#histogram svg rect.bar');
+  await page.waitForTimeout(300); // the histogram redraws once the facets take their room
+  const box = await page.locator('#histogram svg').boundingBox();
+  const y = box.y + box.height / 2;
+  await page.mouse.move(box.x + box.width * 0.8, y);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.98, y, { steps: 5 });
+  await page.mouse.up();
+  await waitUntil(() => new URL(location.href).searchParams.has('to'), null, 'a zoomed range in the URL');
+  const u = new URL(page.url());
+  const from = Date.parse(u.searchParams.get('from')), to = Date.parse(u.searchParams.get('to'));
+  assert.ok(to > from && to - from < 30 * 60 * 1000, `${u.searchParams.get('from')} .. ${u.searchParams.get('to')}`);
+  assert.equal(await page.locator('#range').inputValue(), 'custom');
+  await waitTotal(await apiTotal('task:charge', { from: u.searchParams.get('from'), to: u.searchParams.get('to') }));
+  await page.goBack();
+  await waitUntil(() => !new URL(location.href).searchParams.has('to'), null, 'back to the preset');
+  assert.equal(await page.locator('#range').inputValue(), '1h');
+});
+
 await check('clicking a facet narrows the search', async () => {
+  await page.goto(`${base}/?from=1h`);
+  await page.waitForSelector('#facets .facet');
   const before = await total();
   await page.locator('#facets .facet[data-field="task"][data-value="charge"]').click();
   const want = await apiTotal('task:charge', { from: '1h' });
