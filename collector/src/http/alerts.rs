@@ -61,12 +61,27 @@ pub(super) async fn silence(
     }
     // Saving the silence fsyncs the state file: keep it off the async workers.
     let alerts = state.alerts.clone();
+    let who = caller.name.clone();
     let silence = tokio::task::spawn_blocking(move || {
-        alerts.add_silence(matchers, duration, req.comment, caller.name)
+        alerts.add_silence(matchers, duration, req.comment, who)
     })
     .await
     .map_err(|e| ApiError::internal("saving the silence", &e))?
     .map_err(ApiError::bad_request)?;
+    // A change of silences is one of the collector's own actions: it goes to the audit log.
+    let mut event = spoor_sdk::Event::new();
+    event.set_timestamp(time::OffsetDateTime::now_utc());
+    event.push("level", "info");
+    event.push("msg", format!("silence added by {}", caller.name));
+    event.push("kind", "audit");
+    event.push("action", "alerts.silence");
+    event.push("caller", caller.name.clone());
+    event.push("silence", silence.to_string());
+    state
+        .writer
+        .append("", "collector", vec![event.to_line().into_bytes()])
+        .await
+        .map_err(|e| ApiError::internal("writing the audit record", &e))?;
     Ok((StatusCode::CREATED, Json(silence)))
 }
 
