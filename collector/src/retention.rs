@@ -43,7 +43,11 @@ pub async fn run(
                 Ok(removed) => {
                     index_floor.fetch_max(seq, Ordering::SeqCst);
                     if removed > 0 {
-                        tracing::info!(removed, first_seq = seq, "Retention removed old audit segments.");
+                        tracing::info!(
+                            removed,
+                            first_seq = seq,
+                            "Retention removed old audit segments."
+                        );
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "Retention failed; will try again."),
@@ -67,21 +71,35 @@ mod tests {
     #[tokio::test]
     async fn old_segments_go_and_the_log_still_verifies() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let options = AuditOptions { segment_max_bytes: 2048, ..AuditOptions::default() };
+        let options = AuditOptions {
+            segment_max_bytes: 2048,
+            ..AuditOptions::default()
+        };
         let mut log = AuditLog::open(dir.path(), options).expect("open");
         let now = unix_nanos(SystemTime::now());
         let hour = 3_600_000_000_000i64;
-        let line = |i: usize| format!("level=info msg=\"old line {i}\" pad={}", "x".repeat(200)).into_bytes();
+        let line = |i: usize| {
+            format!("level=info msg=\"old line {i}\" pad={}", "x".repeat(200)).into_bytes()
+        };
         for b in 0..6 {
             let lines: Vec<Vec<u8>> = (0..5).map(|i| line(b * 5 + i)).collect();
-            log.append_batch(&format!("old-{b}"), "a", now - 2 * hour, &lines).expect("append");
+            log.append_batch(&format!("old-{b}"), "a", now - 2 * hour, &lines)
+                .expect("append");
         }
-        log.append_batch("new", "a", now, &[b"level=info msg=new".to_vec()]).expect("append");
+        log.append_batch("new", "a", now, &[b"level=info msg=new".to_vec()])
+            .expect("append");
         log.sync().expect("sync");
-        let segments_before = crate::audit::segment_first_seqs(dir.path()).expect("list").len();
-        assert!(segments_before > 3, "the test needs several segments, got {segments_before}");
+        let segments_before = crate::audit::segment_first_seqs(dir.path())
+            .expect("list")
+            .len();
+        assert!(
+            segments_before > 3,
+            "the test needs several segments, got {segments_before}"
+        );
 
-        let keep = keep_from_seq(dir.path(), now - hour).expect("scan").expect("something is old");
+        let keep = keep_from_seq(dir.path(), now - hour)
+            .expect("scan")
+            .expect("something is old");
         assert!(keep > 0 && keep <= 30, "keep from {keep}");
         let writer = AuditWriter::spawn(log).expect("writer");
         let removed = writer.retain(keep).await.expect("retain");

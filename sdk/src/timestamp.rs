@@ -70,7 +70,14 @@ pub fn write_timestamp(out: &mut String, ts: OffsetDateTime) {
         buf[32] = b':';
         35
     };
-    for (i, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.')] {
+    for (i, sep) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+    ] {
         buf[i] = sep;
     }
     // Only ASCII digits and separators were written above.

@@ -376,9 +376,11 @@ notify = ["quiet"]
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("silence "), "{out}");
-    crate::harness::wait_for("the silence in the audit log", std::time::Duration::from_secs(10), || {
-        (c.count("kind:audit action:alerts.silence") == 1).then_some(())
-    });
+    crate::harness::wait_for(
+        "the silence in the audit log",
+        std::time::Duration::from_secs(10),
+        || (c.count("kind:audit action:alerts.silence") == 1).then_some(()),
+    );
     log_lines(&c, "charge", "error", 3);
 
     let got = rx.wait_delivered("loud", 3);

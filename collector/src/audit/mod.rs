@@ -91,5 +91,8 @@ pub use writer::{AppendOutcome, AuditWriter, QUEUE_CAPACITY, WriterStats};
 /// The first seq of each segment file, oldest first.
 pub fn segment_first_seqs(data_dir: &std::path::Path) -> Result<Vec<u64>, AuditError> {
     let paths = segment::AuditPaths::new(data_dir);
-    Ok(segment::list_segments(&paths)?.into_iter().map(|(first, _)| first).collect())
+    Ok(segment::list_segments(&paths)?
+        .into_iter()
+        .map(|(first, _)| first)
+        .collect())
 }

@@ -82,12 +82,36 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     );
     let a = state.alerts.metrics();
     for (name, help, v) in [
-        ("spoor_alert_evaluations_total", "Alert evaluations run.", &a.evaluations),
-        ("spoor_alert_evaluation_errors_total", "Alert rules that failed to evaluate.", &a.evaluation_errors),
-        ("spoor_alert_silenced_total", "Alert notifications suppressed by a silence.", &a.silenced),
-        ("spoor_alert_notifications_total", "Alert notifications delivered.", &a.delivery.sent),
-        ("spoor_alert_notification_failures_total", "Alert notifications given up on.", &a.delivery.failed),
-        ("spoor_alert_notification_retries_total", "Alert notification attempts retried.", &a.delivery.retries),
+        (
+            "spoor_alert_evaluations_total",
+            "Alert evaluations run.",
+            &a.evaluations,
+        ),
+        (
+            "spoor_alert_evaluation_errors_total",
+            "Alert rules that failed to evaluate.",
+            &a.evaluation_errors,
+        ),
+        (
+            "spoor_alert_silenced_total",
+            "Alert notifications suppressed by a silence.",
+            &a.silenced,
+        ),
+        (
+            "spoor_alert_notifications_total",
+            "Alert notifications delivered.",
+            &a.delivery.sent,
+        ),
+        (
+            "spoor_alert_notification_failures_total",
+            "Alert notifications given up on.",
+            &a.delivery.failed,
+        ),
+        (
+            "spoor_alert_notification_retries_total",
+            "Alert notification attempts retried.",
+            &a.delivery.retries,
+        ),
     ] {
         counter(name, help, v.load(Ordering::Relaxed));
     }

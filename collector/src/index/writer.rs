@@ -2,9 +2,9 @@
 //! tantivy documents, committing on an interval so new lines are searchable within about
 //! a second; and `rebuild`, which recreates the index from the audit log.
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
