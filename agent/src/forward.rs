@@ -274,7 +274,7 @@ impl Forwarder {
                     let wait = wait.unwrap_or_else(|| {
                         backoff(self.config.backoff_base, self.config.backoff_cap, attempt)
                     });
-                    if attempt == 0 || attempt % 10 == 0 {
+                    if attempt == 0 || attempt.is_multiple_of(10) {
                         tracing::warn!(
                             key,
                             attempt,

@@ -253,10 +253,10 @@ fn and_expr(i: &str, depth: usize) -> Res<'_, Expr> {
 }
 
 fn collapse(mut items: Vec<Expr>, wrap: fn(Vec<Expr>) -> Expr) -> Expr {
-    if items.len() == 1 {
-        if let Some(only) = items.pop() {
-            return only;
-        }
+    if items.len() == 1
+        && let Some(only) = items.pop()
+    {
+        return only;
     }
     wrap(items)
 }
@@ -328,20 +328,20 @@ fn quoted(i: &str) -> Res<'_, String> {
 
 fn field_or_term(i: &str) -> Res<'_, Expr> {
     let (after_name, name) = take_while(is_field_char)(i)?;
-    if let Some(value_input) = after_name.strip_prefix(':') {
-        if is_field_name(name) {
-            if name == "_exists_" {
-                return exists(value_input);
-            }
-            let (rest, value) = value(value_input, name)?;
-            return Ok((
-                rest,
-                Expr::Field {
-                    field: name.to_string(),
-                    value,
-                },
-            ));
+    if let Some(value_input) = after_name.strip_prefix(':')
+        && is_field_name(name)
+    {
+        if name == "_exists_" {
+            return exists(value_input);
         }
+        let (rest, value) = value(value_input, name)?;
+        return Ok((
+            rest,
+            Expr::Field {
+                field: name.to_string(),
+                value,
+            },
+        ));
     }
     term(i)
 }
@@ -351,10 +351,10 @@ fn exists(i: &str) -> Res<'_, Expr> {
     if !is_field_name(name) {
         return fail(i, "a field name after `_exists_:`");
     }
-    if let Some(c) = rest.chars().next() {
-        if !(c.is_whitespace() || c == ')' || c == '|') {
-            return fail(rest, "whitespace or `)` after the field name");
-        }
+    if let Some(c) = rest.chars().next()
+        && !(c.is_whitespace() || c == ')' || c == '|')
+    {
+        return fail(rest, "whitespace or `)` after the field name");
     }
     Ok((rest, Expr::Exists(name.to_string())))
 }
@@ -426,10 +426,10 @@ fn value<'a>(i: &'a str, field: &str) -> Res<'a, FieldValue> {
 }
 
 fn operand(text: &str) -> Operand {
-    if is_number(text) {
-        if let Ok(n) = text.parse::<f64>() {
-            return Operand::Number(n);
-        }
+    if is_number(text)
+        && let Ok(n) = text.parse::<f64>()
+    {
+        return Operand::Number(n);
     }
     Operand::Word(text.to_string())
 }

@@ -222,13 +222,11 @@ pub fn json_value_for(v: &str) -> serde_json::Value {
         .next()
         .is_some_and(|b| b == b'-' || b.is_ascii_digit())
         && v.trim() == v;
-    if looks_numeric {
-        if let Ok(n) = serde_json::from_str::<serde_json::Number>(v) {
-            return serde_json::Value::Array(vec![
-                serde_json::Value::String(v.to_string()),
-                serde_json::Value::Number(n),
-            ]);
-        }
+    if looks_numeric && let Ok(n) = serde_json::from_str::<serde_json::Number>(v) {
+        return serde_json::Value::Array(vec![
+            serde_json::Value::String(v.to_string()),
+            serde_json::Value::Number(n),
+        ]);
     }
     serde_json::Value::String(v.to_string())
 }

@@ -391,18 +391,18 @@ where
         });
         let mut ext = span.extensions_mut();
         ext.insert(set);
-        if let Some(max_bytes) = self.inner.debug_buffer {
-            if attrs.metadata().target() == TASK_TARGET {
-                ext.insert(TaskRing {
-                    ring: Mutex::new(Ring {
-                        lines: VecDeque::new(),
-                        bytes: 0,
-                        max_bytes,
-                        evicted: 0,
-                        errored: false,
-                    }),
-                });
-            }
+        if let Some(max_bytes) = self.inner.debug_buffer
+            && attrs.metadata().target() == TASK_TARGET
+        {
+            ext.insert(TaskRing {
+                ring: Mutex::new(Ring {
+                    lines: VecDeque::new(),
+                    bytes: 0,
+                    max_bytes,
+                    evicted: 0,
+                    errored: false,
+                }),
+            });
         }
     }
 

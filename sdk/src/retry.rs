@@ -289,13 +289,13 @@ impl RetryPolicy {
             return Step::GiveUp(|attempts, error| RetryError::Exhausted { attempts, error });
         }
         let delay = self.jittered_delay(attempt);
-        if let Some(deadline) = self.deadline {
-            if elapsed.saturating_add(delay) >= deadline {
-                return Step::GiveUp(|attempts, error| RetryError::DeadlineExceeded {
-                    attempts,
-                    error,
-                });
-            }
+        if let Some(deadline) = self.deadline
+            && elapsed.saturating_add(delay) >= deadline
+        {
+            return Step::GiveUp(|attempts, error| RetryError::DeadlineExceeded {
+                attempts,
+                error,
+            });
         }
         Step::Sleep(delay)
     }

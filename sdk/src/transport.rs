@@ -278,10 +278,10 @@ impl Transport {
             self.shared.wake.notify_one();
         }
         // Join only a worker with nothing in its hands; a stuck one is left to finish.
-        if report.in_flight == 0 {
-            if let Some(handle) = lock(&self.worker).take() {
-                let _ = handle.join();
-            }
+        if report.in_flight == 0
+            && let Some(handle) = lock(&self.worker).take()
+        {
+            let _ = handle.join();
         }
         report
     }

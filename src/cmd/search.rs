@@ -54,11 +54,11 @@ pub struct TailArgs {
 }
 
 fn explain(err: ClientError, query: &str) -> anyhow::Error {
-    if let ClientError::Api { body, message, .. } = &err {
-        if let Some(pos) = body["position"].as_u64() {
-            let caret = " ".repeat(query[..(pos as usize).min(query.len())].chars().count());
-            return anyhow::anyhow!("{message}\n  {query}\n  {caret}^");
-        }
+    if let ClientError::Api { body, message, .. } = &err
+        && let Some(pos) = body["position"].as_u64()
+    {
+        let caret = " ".repeat(query[..(pos as usize).min(query.len())].chars().count());
+        return anyhow::anyhow!("{message}\n  {query}\n  {caret}^");
     }
     err.into()
 }

@@ -125,10 +125,10 @@ fn post_until(
             .header("Idempotency-Key", &key)
             .body(lines)
             .send();
-        if let Ok(r) = resp {
-            if r.status().is_success() {
-                acked.lock().expect("lock").insert(key, 20);
-            }
+        if let Ok(r) = resp
+            && r.status().is_success()
+        {
+            acked.lock().expect("lock").insert(key, 20);
         }
     }
 }

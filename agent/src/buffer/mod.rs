@@ -800,12 +800,10 @@ impl DiskBuffer {
                 }
             }
         });
-        if removed {
-            if let Err(e) = sync_dir(&self.dir) {
-                // Not fatal: a segment that reappears after a crash is all done and is
-                // deleted again on open.
-                tracing::warn!(error = %e, "Could not fsync the buffer directory after deleting segments.");
-            }
+        if removed && let Err(e) = sync_dir(&self.dir) {
+            // Not fatal: a segment that reappears after a crash is all done and is
+            // deleted again on open.
+            tracing::warn!(error = %e, "Could not fsync the buffer directory after deleting segments.");
         }
     }
 

@@ -109,12 +109,12 @@ impl GlobPattern {
                 continue;
             }
             let path = entry.path();
-            if let Ok(meta) = std::fs::metadata(&path) {
-                if meta.is_file() {
-                    found
-                        .entry(FileKey::of(&meta))
-                        .or_insert((path, self.spill));
-                }
+            if let Ok(meta) = std::fs::metadata(&path)
+                && meta.is_file()
+            {
+                found
+                    .entry(FileKey::of(&meta))
+                    .or_insert((path, self.spill));
             }
         }
     }
@@ -320,12 +320,11 @@ impl FileInput {
             && t.last_data.elapsed() >= self.partial_timeout
             // A spill file's partial line is a write in progress, unless the file is finished.
             && t.spill.is_none_or(|(_, finished)| finished)
+            && let Some(rest) = t.splitter.take_partial()
         {
-            if let Some(rest) = t.splitter.take_partial() {
-                let mut line = self.line(&rest, &t.source);
-                line.position = Some(position(t, t.offset));
-                out.push(line);
-            }
+            let mut line = self.line(&rest, &t.source);
+            line.position = Some(position(t, t.offset));
+            out.push(line);
         }
         inc(
             &self.metrics.input(InputKind::File).discarded_bytes,

@@ -49,10 +49,10 @@ pub(crate) async fn bind(addr: &ListenAddr) -> Result<Listener, AgentError> {
         ListenAddr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).await.map_err(bind_err)?)),
         ListenAddr::Unix(path) => {
             use std::os::unix::fs::FileTypeExt;
-            if let Ok(meta) = std::fs::symlink_metadata(path) {
-                if meta.file_type().is_socket() {
-                    std::fs::remove_file(path).map_err(bind_err)?;
-                }
+            if let Ok(meta) = std::fs::symlink_metadata(path)
+                && meta.file_type().is_socket()
+            {
+                std::fs::remove_file(path).map_err(bind_err)?;
             }
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(bind_err)?;

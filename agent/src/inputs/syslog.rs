@@ -298,11 +298,11 @@ fn parse_3164(s: &str, now: OffsetDateTime, event: &mut Event) {
     let (tag, mut rest) = s.split_at(tag_len);
     if !tag.is_empty() && (rest.starts_with('[') || rest.starts_with(':')) {
         event.set("app", tag);
-        if let Some(p) = rest.strip_prefix('[') {
-            if let Some(close) = p.find(']') {
-                set_unless_nil(event, keys::PID, &p[..close]);
-                rest = &p[close + 1..];
-            }
+        if let Some(p) = rest.strip_prefix('[')
+            && let Some(close) = p.find(']')
+        {
+            set_unless_nil(event, keys::PID, &p[..close]);
+            rest = &p[close + 1..];
         }
         rest = rest.strip_prefix(':').unwrap_or(rest);
         s = rest.strip_prefix(' ').unwrap_or(rest);

@@ -192,7 +192,7 @@ pub(crate) fn luhn(digits: &[u32]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn check_ssn(v: &str, start: usize, end: usize) -> Option<(usize, usize)> {

@@ -308,15 +308,14 @@ impl Alerts {
                 return;
             }
         };
-        if !outcome.audit_lines.is_empty() {
-            if let Err(e) = self
+        if !outcome.audit_lines.is_empty()
+            && let Err(e) = self
                 .inner
                 .writer
                 .append("", AUDIT_AGENT, outcome.audit_lines)
                 .await
-            {
-                tracing::error!(error = %e, "Could not append alert state changes to the audit log.");
-            }
+        {
+            tracing::error!(error = %e, "Could not append alert state changes to the audit log.");
         }
         for (target, pending) in outcome.deliveries {
             self.dispatch(target, pending);
@@ -459,15 +458,13 @@ impl Alerts {
             _ => true,
         });
         dirty |= store.alerts.len() != before;
-        if dirty {
-            if let Err(e) = store.save(&i.path) {
-                // Without the state on disk a restart would notify again; better to skip
-                // this round's notifications and retry the next evaluation.
-                tracing::error!(error = %e, "Could not save alert state; holding notifications.");
-                let queued: Vec<u64> = outcome.deliveries.iter().map(|(_, p)| p.id).collect();
-                store.outbox.retain(|p| !queued.contains(&p.id));
-                outcome.deliveries.clear();
-            }
+        if dirty && let Err(e) = store.save(&i.path) {
+            // Without the state on disk a restart would notify again; better to skip
+            // this round's notifications and retry the next evaluation.
+            tracing::error!(error = %e, "Could not save alert state; holding notifications.");
+            let queued: Vec<u64> = outcome.deliveries.iter().map(|(_, p)| p.id).collect();
+            store.outbox.retain(|p| !queued.contains(&p.id));
+            outcome.deliveries.clear();
         }
         outcome
     }
@@ -550,14 +547,14 @@ fn audit_line(rule: &RuleConfig, a: &AlertState, from: Phase, now: i64) -> Vec<u
 /// `5m`, `2s`, `200ms`.
 fn window_text(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = d.as_secs();
     match s {
-        _ if s % 86_400 == 0 && s > 0 => format!("{}d", s / 86_400),
-        _ if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
-        _ if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        _ if s.is_multiple_of(86_400) && s > 0 => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3600) && s > 0 => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) && s > 0 => format!("{}m", s / 60),
         _ => format!("{s}s"),
     }
 }

@@ -323,7 +323,7 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
 /// Parses hex (either case); `None` for odd lengths or other characters.
 pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

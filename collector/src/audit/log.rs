@@ -209,28 +209,29 @@ impl AuditLog {
                 Err(reason) => return Err(corrupt(path, format!("bad header: {reason}"))),
             }
             let scan = scan_segment(&bytes, next_seq, head_hash, is_last, &mut batches);
-            if let Some(reason) = &scan.damage {
-                if !is_last {
-                    return Err(corrupt(path, reason.clone()));
-                }
+            if let Some(reason) = &scan.damage
+                && !is_last
+            {
+                return Err(corrupt(path, reason.clone()));
             }
             if !is_last && scan.valid_len != bytes.len() {
                 return Err(corrupt(path, "segment ends inside a batch".to_string()));
             }
-            if let Some(cp) = &latest {
-                if is_last && cp.seq >= scan.next_seq {
-                    return Err(corrupt(
-                        path,
-                        format!(
-                            "the log ends before seq {}, but checkpoint signs up to seq {}{}",
-                            scan.next_seq,
-                            cp.seq,
-                            scan.damage
-                                .as_ref()
-                                .map_or(String::new(), |d| format!(" ({d})"))
-                        ),
-                    ));
-                }
+            if let Some(cp) = &latest
+                && is_last
+                && cp.seq >= scan.next_seq
+            {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "the log ends before seq {}, but checkpoint signs up to seq {}{}",
+                        scan.next_seq,
+                        cp.seq,
+                        scan.damage
+                            .as_ref()
+                            .map_or(String::new(), |d| format!(" ({d})"))
+                    ),
+                ));
             }
             if scan.valid_len < bytes.len() {
                 let dropped = bytes.len() - scan.valid_len;
@@ -312,13 +313,13 @@ impl AuditLog {
         lines: &[L],
     ) -> Result<Range<u64>, AuditError> {
         self.check_usable()?;
-        if !batch_key.is_empty() {
-            if let Some(seqs) = self.batches.get(batch_key) {
-                return Err(AuditError::DuplicateBatch {
-                    key: batch_key.to_string(),
-                    seqs: seqs.clone(),
-                });
-            }
+        if !batch_key.is_empty()
+            && let Some(seqs) = self.batches.get(batch_key)
+        {
+            return Err(AuditError::DuplicateBatch {
+                key: batch_key.to_string(),
+                seqs: seqs.clone(),
+            });
         }
         if lines.is_empty() {
             return Ok(self.next_seq..self.next_seq);
@@ -567,10 +568,9 @@ impl AuditLog {
             if let Item::Frame {
                 body, stored_hash, ..
             } = item
+                && record::body_seq(body) == Some(target)
             {
-                if record::body_seq(body) == Some(target) {
-                    return Ok(stored_hash);
-                }
+                return Ok(stored_hash);
             }
         }
         Err(AuditError::Corrupt {
@@ -636,10 +636,10 @@ impl AuditLog {
 impl Drop for AuditLog {
     /// Writes buffered records out (without fsync), as `BufWriter` would.
     fn drop(&mut self) {
-        if !self.poisoned {
-            if let Err(e) = self.write_out() {
-                tracing::error!(error = %e, "Could not write buffered audit records at drop.");
-            }
+        if !self.poisoned
+            && let Err(e) = self.write_out()
+        {
+            tracing::error!(error = %e, "Could not write buffered audit records at drop.");
         }
     }
 }

@@ -521,16 +521,14 @@ fn check_segment(
             }
         }
     }
-    if !ends_batch {
-        if let Some(seq) = chain.last_seq {
-            if is_last {
-                report.notes.push(format!(
-                    "the log ends inside a batch (after seq {seq}): a crash or a write in progress; \
+    if !ends_batch && let Some(seq) = chain.last_seq {
+        if is_last {
+            report.notes.push(format!(
+                "the log ends inside a batch (after seq {seq}): a crash or a write in progress; \
                      the collector removes the partial batch when it next opens the log"
-                ));
-            } else {
-                seg.problems.push(VerifyProblem::SegmentEndsInBatch { seq });
-            }
+            ));
+        } else {
+            seg.problems.push(VerifyProblem::SegmentEndsInBatch { seq });
         }
     }
     seg

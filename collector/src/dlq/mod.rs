@@ -361,10 +361,8 @@ impl Dlq {
                 .cloned();
             // Only wait for a token when the entry will (probably) be sent.
             let sendable = entry.as_ref().is_some_and(|e| self.check(e).is_ok());
-            if sendable {
-                if let Some(b) = bucket.as_mut() {
-                    b.take().await;
-                }
+            if sendable && let Some(b) = bucket.as_mut() {
+                b.take().await;
             }
             let store = self.store.clone();
             let max = target.as_ref().map(|t| t.max_replays);

@@ -226,10 +226,10 @@ impl Filter {
         if self.state.is_some_and(|s| s != e.state) {
             return false;
         }
-        if let Some(needle) = &self.error {
-            if !e.error.to_lowercase().contains(&needle.to_lowercase()) {
-                return false;
-            }
+        if let Some(needle) = &self.error
+            && !e.error.to_lowercase().contains(&needle.to_lowercase())
+        {
+            return false;
         }
         if self.from.is_some() || self.to.is_some() {
             let Some(t) = e.time() else { return false };

@@ -213,7 +213,7 @@ pub fn rebuild(
         writer.add_document(build_document(&index.schema, &record))?;
         done.records += 1;
         done.next_seq = record.seq + 1;
-        if done.records % 10_000 == 0 {
+        if done.records.is_multiple_of(10_000) {
             progress(done);
         }
     }

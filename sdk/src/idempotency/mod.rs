@@ -508,12 +508,12 @@ impl<S: Store> Idempotency<S> {
     where
         T: DeserializeOwned,
     {
-        if let (Some(stored), Some(given)) = (record.validation.as_deref(), validation) {
-            if stored != given {
-                return Err(IdempotencyError::PayloadMismatch {
-                    key: key.to_string(),
-                });
-            }
+        if let (Some(stored), Some(given)) = (record.validation.as_deref(), validation)
+            && stored != given
+        {
+            return Err(IdempotencyError::PayloadMismatch {
+                key: key.to_string(),
+            });
         }
         tracing::info!(
             idempotency_key = key,
