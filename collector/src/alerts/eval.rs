@@ -200,10 +200,10 @@ pub fn measure(
             let mut out = BTreeMap::new();
             for (g, p) in &previous {
                 let c = current.get(g).copied().unwrap_or(0.0);
-                out.insert(g.clone(), c / p.max(1.0));
+                out.insert(g.clone(), rule.direction.factor(c, *p));
             }
             for (g, c) in current {
-                out.entry(g).or_insert(c);
+                out.entry(g).or_insert(rule.direction.factor(c, 0.0));
             }
             out
         }

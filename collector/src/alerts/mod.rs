@@ -30,7 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use rule::{AlertsConfig, NotifierConfig, NotifierKind, Op, RuleConfig, RuleKind};
+pub use rule::{
+    AlertsConfig, NotifierConfig, NotifierKind, Op, RuleConfig, RuleKind, SpikeDirection,
+};
 pub use state::{AlertState, AlertStore, Pending, Phase, Silence};
 
 use crate::audit::AuditWriter;

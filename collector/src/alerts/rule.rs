@@ -99,7 +99,8 @@ pub enum RuleKind {
     Threshold,
     /// Count of `query` divided by count of `of`, compared with `value`.
     Ratio,
-    /// Count in `window` divided by the count in the window before, compared with `value`.
+    /// How many times the count in `window` changed against the window before (in the
+    /// `direction` asked for), compared with `value` (the factor).
     Spike,
     /// No match of `query` in `window`.
     Absence,
@@ -193,6 +194,36 @@ pub struct RuleConfig {
     /// Tell the notifiers when the alert resolves (default true).
     #[serde(default = "yes")]
     pub send_resolved: bool,
+    /// For `spike`: watch for a rise (`up`, the default), a fall (`down`) or either (`both`).
+    #[serde(default)]
+    pub direction: SpikeDirection,
+}
+
+/// Which change a `spike` rule watches for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpikeDirection {
+    /// The count rose: current / previous.
+    #[default]
+    Up,
+    /// The count fell: previous / current.
+    Down,
+    /// Either: the larger of the two factors.
+    Both,
+}
+
+impl SpikeDirection {
+    /// The change factor of a spike rule from the counts of the current and the previous
+    /// window (a window with no match counts as 1, so a factor is always finite).
+    pub fn factor(self, current: f64, previous: f64) -> f64 {
+        let up = current / previous.max(1.0);
+        let down = previous / current.max(1.0);
+        match self {
+            SpikeDirection::Up => up,
+            SpikeDirection::Down => down,
+            SpikeDirection::Both => up.max(down),
+        }
+    }
 }
 
 fn default_op() -> Op {
@@ -383,5 +414,22 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("!="), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod spike_tests {
+    use super::SpikeDirection;
+
+    #[test]
+    fn spike_factors_by_direction() {
+        assert_eq!(SpikeDirection::Up.factor(30.0, 10.0), 3.0);
+        assert_eq!(SpikeDirection::Up.factor(5.0, 10.0), 0.5);
+        assert_eq!(SpikeDirection::Down.factor(5.0, 10.0), 2.0);
+        assert_eq!(SpikeDirection::Down.factor(0.0, 10.0), 10.0);
+        assert_eq!(SpikeDirection::Both.factor(30.0, 10.0), 3.0);
+        assert_eq!(SpikeDirection::Both.factor(2.0, 10.0), 5.0);
+        // A window without matches counts as one, so the factor stays finite.
+        assert_eq!(SpikeDirection::Up.factor(7.0, 0.0), 7.0);
     }
 }
