@@ -506,6 +506,11 @@ struct Worker {
     connect_trouble_reported: bool,
 }
 
+/// A batch smaller than this makes the worker pause briefly so more lines gather.
+const GATHER_BELOW: usize = 64;
+/// How long that pause is: far below anything a person or the agent would notice.
+const GATHER_PAUSE: Duration = Duration::from_micros(200);
+
 impl Worker {
     fn new(shared: Arc<Shared>) -> Worker {
         Worker {
@@ -534,6 +539,14 @@ impl Worker {
                 q.worker_sleeping = false;
                 if q.lines.is_empty() {
                     return; // closed and drained
+                }
+                if q.lines.len() < GATHER_BELOW && !q.closed {
+                    // Woken for a few lines: let more gather before taking them. While the
+                    // worker is awake the emitting threads skip the wake-up (a futex call),
+                    // which is most of their cost when lines come one at a time.
+                    drop(q);
+                    std::thread::sleep(GATHER_PAUSE);
+                    q = lock(&self.shared.queue);
                 }
                 std::mem::swap(&mut q.lines, &mut batch);
             }
