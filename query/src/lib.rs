@@ -36,6 +36,6 @@ pub use ast::{CompareOp, Expr, FieldValue, Operand, Query, Span, SpanUnit, Stage
 pub use compile::{CompileError, compile, mentions_audit};
 pub use parse::{MAX_DEPTH, ParseError, parse_query};
 pub use schema::{
-    LEVELS, LogSchema, TEXT_TOKENIZER, json_value_for, level_rank, register_tokenizers,
-    tokenize_text,
+    LEVELS, LogSchema, TEXT_TOKENIZER, index_value_for, json_value_for, level_rank,
+    register_tokenizers, tokenize_text,
 };

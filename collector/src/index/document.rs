@@ -1,6 +1,6 @@
 //! One audit record → one tantivy document, following the schema of `spoor-query`.
 
-use spoor_query::{LogSchema, json_value_for, level_rank};
+use spoor_query::{LogSchema, index_value_for, level_rank};
 use spoor_sdk::event::{Level, keys};
 use spoor_sdk::logfmt::{ReadOptions, read_line};
 use tantivy::schema::OwnedValue;
@@ -48,24 +48,22 @@ pub fn build_document(schema: &LogSchema, record: &AuditRecord) -> TantivyDocume
         schema.agent,
         event.get(keys::AGENT).unwrap_or(&record.agent),
     );
-    let mut json = serde_json::Map::new();
+    let mut json: Vec<(String, OwnedValue)> = Vec::new();
     for (key, value) in event.pairs() {
         if OWN_FIELDS.contains(&key) || key == keys::KIND || key == keys::AGENT {
             continue;
         }
         match schema.reserved_exact_field(key) {
             Some(field) => doc.add_text(field, value),
-            None => {
-                // Last value wins, as for lookups.
-                json.insert(key.to_string(), json_value_for(value));
-            }
+            // Last value wins, as for lookups.
+            None => match json.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) => slot.1 = index_value_for(value),
+                None => json.push((key.to_string(), index_value_for(value))),
+            },
         }
     }
     if !json.is_empty() {
-        doc.add_field_value(
-            schema.fields,
-            &OwnedValue::from(serde_json::Value::Object(json)),
-        );
+        doc.add_field_value(schema.fields, &OwnedValue::Object(json));
     }
     doc
 }
