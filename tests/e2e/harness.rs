@@ -75,10 +75,22 @@ impl Collector {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Starts the collector process (with `collector.toml` when the test wrote one) and
+    /// waits for `/healthz`. The log is appended to across restarts.
     fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("collector.log")).expect("log file");
-        let child = Command::new(spoor_bin())
-            .args(["collector", "--data-dir"])
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("collector.log"))
+            .expect("log file");
+        let mut command = Command::new(spoor_bin());
+        command.arg("collector");
+        let config = self.dir.path().join("collector.toml");
+        if config.exists() {
+            command.arg("--config").arg(config);
+        }
+        let child = command
+            .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .env("SPOOR_LOG", "info")
@@ -409,55 +421,14 @@ impl Collector {
             child: None,
             http: reqwest::blocking::Client::new(),
         };
-        c.spawn_with_config();
+        c.spawn();
         c
     }
 
     /// SIGKILL, then start again with the same config file.
     pub fn restart_with_config(&mut self) {
         self.kill9();
-        self.spawn_with_config();
-    }
-
-    fn spawn_with_config(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("collector.log"))
-            .expect("log file");
-        let child = Command::new(spoor_bin())
-            .args(["collector", "--config"])
-            .arg(self.dir.path().join("collector.toml"))
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .env("SPOOR_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start spoor collector");
-        self.child = Some(child);
-        let url = format!("{}/healthz", self.url());
-        let start = Instant::now();
-        loop {
-            if self
-                .http
-                .get(&url)
-                .send()
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("collector exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "collector did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.spawn();
     }
 
     /// POSTs JSON to an API path; returns the status and JSON body.
