@@ -125,16 +125,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Reads `Retry-After` as seconds (HTTP dates are not read; backoff applies then).
+/// Reads `Retry-After` (seconds or an HTTP date).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs.min(3600)))
+    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    spoor_sdk::retry::parse_retry_after(text, time::OffsetDateTime::now_utc())
 }
 
 /// The forwarding stage.

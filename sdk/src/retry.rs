@@ -353,8 +353,54 @@ fn random_u64() -> u64 {
     KEYS.with(|keys| keys.hash_one(n))
 }
 
+/// Reads an HTTP `Retry-After` value: delay-seconds (`120`) or an HTTP-date
+/// (`Wed, 21 Oct 2026 07:28:00 GMT`, RFC 9110 §10.2.3), as a wait from `now`, capped at one
+/// hour. A date in the past means no wait. Used by everything in spoor that retries an HTTP
+/// call (the agent's forwarder, the collector's notifiers).
+pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
+    const CAP: Duration = Duration::from_secs(3600);
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs).min(CAP));
+    }
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(value, &format)
+        .ok()?
+        .assume_utc();
+    let wait = at - now;
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO).min(CAP))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = time::macros::datetime!(2026-10-21 07:28:00 UTC);
+        assert_eq!(
+            super::parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            super::parse_retry_after(" 7 ", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            super::parse_retry_after("Wed, 21 Oct 2026 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            super::parse_retry_after("Wed, 21 Oct 2026 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            super::parse_retry_after("99999", now),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(super::parse_retry_after("soon", now), None);
+    }
+
     use std::sync::Mutex;
     use std::time::SystemTime;
 

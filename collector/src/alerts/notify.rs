@@ -452,11 +452,10 @@ async fn attempt_all(
     })
 }
 
-/// `Retry-After` in seconds (the HTTP-date form falls back to backoff).
+/// `Retry-After`, in seconds or as an HTTP date.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    let secs: f64 = text.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    spoor_sdk::retry::parse_retry_after(text, time::OffsetDateTime::now_utc())
 }
 
 #[cfg(test)]
