@@ -100,22 +100,8 @@ impl Collector {
             .expect("start spoor collector");
         self.child = Some(child);
         let url = format!("{}/healthz", self.url());
-        let http = self.http.clone();
-        let start = Instant::now();
-        loop {
-            if http.get(&url).send().is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("collector exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "collector did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.dir.path().join("collector.log");
+        wait_healthy("collector", &url, &mut self.child, &log);
     }
 
     /// What the collector wrote to stderr so far.
@@ -320,21 +306,8 @@ impl Agent {
             .expect("start spoor agent");
         self.child = Some(child);
         let url = format!("http://127.0.0.1:{}/healthz", self.admin_port);
-        let start = Instant::now();
-        loop {
-            if reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("agent exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "agent did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.dir.path().join("agent.log");
+        wait_healthy("agent", &url, &mut self.child, &log);
     }
 
     pub fn log(&self) -> String {
@@ -451,4 +424,25 @@ pub fn install_crypto_provider() {
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// Waits until `url` answers 2xx, failing with the process's log if it exits or takes
+/// longer than 30 s.
+fn wait_healthy(what: &str, url: &str, child: &mut Option<Child>, log_path: &Path) {
+    let log = || std::fs::read_to_string(log_path).unwrap_or_default();
+    let start = Instant::now();
+    loop {
+        if reqwest::blocking::get(url).is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        if let Some(Ok(Some(status))) = child.as_mut().map(Child::try_wait) {
+            panic!("{what} exited with {status}:\n{}", log());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what} did not start:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -195,6 +195,9 @@ pub fn rebuild(
     memory_bytes: usize,
     progress: &mut dyn FnMut(IndexerProgress),
 ) -> Result<IndexerProgress, IndexError> {
+    // Open the audit log once so its recovery runs first: a batch torn by a crash is cut
+    // from the log, and must not be indexed from the raw files either.
+    crate::audit::AuditLog::open(data_dir, crate::audit::AuditOptions::default())?.close()?;
     let path = LogIndex::dir(data_dir);
     if path.exists() {
         std::fs::remove_dir_all(&path).map_err(|source| IndexError::Io {
