@@ -103,7 +103,22 @@ impl Compression {
     /// The body and its `Content-Encoding` (`None` for identity).
     fn compress(self, data: &[u8]) -> std::io::Result<(Vec<u8>, Option<&'static str>)> {
         match self {
-            Compression::Zstd => Ok((zstd::bulk::compress(data, 3)?, Some("zstd"))),
+            Compression::Zstd => {
+                // One compression context per blocking-pool thread, kept: making one per
+                // batch costs a few hundred KiB of allocation each time.
+                thread_local! {
+                    static ZSTD: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+                        const { std::cell::RefCell::new(None) };
+                }
+                ZSTD.with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    let compressor = match slot.as_mut() {
+                        Some(c) => c,
+                        None => slot.insert(zstd::bulk::Compressor::new(3)?),
+                    };
+                    Ok((compressor.compress(data)?, Some("zstd")))
+                })
+            }
             Compression::Gzip => {
                 let mut enc =
                     flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
