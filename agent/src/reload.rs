@@ -1,0 +1,267 @@
+//! Configuration reload on SIGHUP: the configuration is built again from its source (the
+//! `--config` file with the flags and `SPOOR_*` variables the agent started with still
+//! on top), checked exactly as at start, and what can change while the agent runs is
+//! applied. Everything else keeps its old value until a restart.
+//!
+//! - **Applied at once**: `redaction` and all of `[redact]` (detectors, field names, field
+//!   action, custom rules, key files; keys are read again). The new redactor is built in
+//!   full first and then swapped in atomically: a line being redacted at that instant
+//!   finishes with the old rules, every later line gets the new ones. Counts per rule
+//!   carry over to the rules of the same name.
+//! - **Needs a restart** (logged per key with "needs restart", old value kept): the data
+//!   directory, collector URL and token, listen/syslog/admin addresses, files and spill
+//!   directories, line and connection limits, `[batch]`, `[buffer]`, `[forward]` and
+//!   `[encryption]`.
+//! - **Rejected**: a configuration that does not load (syntax, unknown key, invalid value,
+//!   a key file that cannot be read) is refused as a whole with the reason in the log, and
+//!   the old one stays in force.
+//!
+//! Each reload is counted in `spoor_agent_config_reloads_total{result="ok|error"}`.
+
+use std::sync::Arc;
+
+use crate::config::{AgentConfig, ConfigError};
+use crate::metrics::{Metrics, inc};
+use crate::redact::{RedactError, Redactor, RedactorSlot};
+
+/// Where a reload gets the new configuration from: the same steps that built the first
+/// one (file < environment < flags).
+pub type ConfigSource = Arc<dyn Fn() -> Result<AgentConfig, ConfigError> + Send + Sync>;
+
+/// Why a reload was rejected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The new configuration does not load or is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The new redaction rules could not be built.
+    #[error("redaction")]
+    Redact(#[from] RedactError),
+    /// The blocking task building the configuration stopped.
+    #[error("reload task failed: {0}")]
+    Task(String),
+}
+
+/// What a successful reload did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ReloadReport {
+    /// Settings that changed in the source but keep their old value until a restart.
+    pub(crate) needs_restart: Vec<&'static str>,
+    /// Whether the redaction settings changed.
+    pub(crate) redaction_changed: bool,
+}
+
+/// Applies reloads to the running agent.
+pub(crate) struct Reloader {
+    pub(crate) source: Option<ConfigSource>,
+    /// The configuration in force.
+    pub(crate) current: AgentConfig,
+    pub(crate) redactor: RedactorSlot,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// Reloads on every SIGHUP until the task is aborted.
+    pub(crate) async fn run(mut self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("Cannot listen for SIGHUP; it will end the agent.");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration.");
+            self.reload_and_log().await;
+        }
+    }
+
+    /// One reload, logged and counted.
+    pub(crate) async fn reload_and_log(&mut self) {
+        match self.reload().await {
+            Ok(report) => {
+                inc(&self.metrics.config_reloads_ok, 1);
+                for key in &report.needs_restart {
+                    tracing::warn!(
+                        key,
+                        "Configuration reload: this setting changed but needs restart; the old value stays in force until then."
+                    );
+                }
+                tracing::info!(
+                    redaction_changed = report.redaction_changed,
+                    needs_restart = report.needs_restart.len(),
+                    "Configuration reloaded."
+                );
+            }
+            Err(e) => {
+                inc(&self.metrics.config_reloads_error, 1);
+                tracing::error!(
+                    error = %error_chain(&e),
+                    "Configuration reload rejected; the previous configuration stays in force."
+                );
+            }
+        }
+    }
+
+    /// Loads the new configuration, builds what it needs, and only then swaps it in.
+    pub(crate) async fn reload(&mut self) -> Result<ReloadReport, ReloadError> {
+        let Some(source) = self.source.clone() else {
+            tracing::warn!("No configuration source to reload from; nothing changed.");
+            return Ok(ReloadReport::default());
+        };
+        let data_dir = self.current.data_dir.clone();
+        let (new, redactor) = tokio::task::spawn_blocking(move || {
+            let new = source()?;
+            let redactor = if new.redaction {
+                Some(Arc::new(Redactor::new(&new.redact, &data_dir)?))
+            } else {
+                None
+            };
+            Ok::<_, ReloadError>((new, redactor))
+        })
+        .await
+        .map_err(|e| ReloadError::Task(e.to_string()))??;
+
+        let report = ReloadReport {
+            needs_restart: needs_restart(&self.current, &new),
+            redaction_changed: self.current.redaction != new.redaction
+                || self.current.redact != new.redact,
+        };
+        match &redactor {
+            Some(r) => {
+                if let Some(old) = self.redactor.load().as_deref() {
+                    r.stats().carry_over(&old.stats());
+                }
+                self.metrics.redaction.store(Some(r.stats()));
+            }
+            None if self.current.redaction => {
+                tracing::warn!("Redaction turned off by the reload: secrets in lines are kept.");
+                self.metrics.redaction.store(None);
+            }
+            None => {}
+        }
+        self.redactor.store(redactor);
+        self.current.redaction = new.redaction;
+        self.current.redact = new.redact;
+        Ok(report)
+    }
+}
+
+/// The settings that differ between `old` and `new` and cannot change while running.
+pub(crate) fn needs_restart(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |changed: bool, key: &'static str| {
+        if changed {
+            keys.push(key);
+        }
+    };
+    check(old.data_dir != new.data_dir, "data_dir");
+    check(old.collector != new.collector, "collector");
+    check(old.token != new.token, "forward.token_file/SPOOR_TOKEN");
+    check(old.listen_addrs() != new.listen_addrs(), "listen");
+    check(old.files != new.files, "files");
+    check(old.spill_dirs != new.spill_dirs, "spill_dirs");
+    check(old.syslog != new.syslog, "syslog");
+    check(old.admin != new.admin, "admin");
+    check(old.max_line_bytes != new.max_line_bytes, "max_line_bytes");
+    check(
+        old.max_connections != new.max_connections,
+        "max_connections",
+    );
+    check(old.batch != new.batch, "batch");
+    check(old.buffer != new.buffer, "buffer");
+    check(old.forward != new.forward, "forward");
+    check(old.encryption != new.encryption, "encryption");
+    keys
+}
+
+/// `error: cause: cause` in one line, for the log.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap.
+mod tests {
+    use super::*;
+    use crate::redact::{CustomRule, Outcome};
+    use spoor_sdk::event::Event;
+
+    fn reloader(dir: &std::path::Path, source: ConfigSource) -> Reloader {
+        let mut current = AgentConfig::default();
+        current.data_dir = dir.to_path_buf();
+        let first = Arc::new(Redactor::new(&current.redact, dir).unwrap());
+        let slot = RedactorSlot::default();
+        slot.store(Some(first));
+        Reloader {
+            source: Some(source),
+            current,
+            redactor: slot,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    fn redact(slot: &RedactorSlot, line: &str) -> String {
+        let (mut event, _) = Event::from_line(line.as_bytes());
+        let r = slot.load_full().unwrap();
+        assert_eq!(r.apply(&mut event), Outcome::Keep);
+        event.to_line()
+    }
+
+    #[tokio::test]
+    async fn new_rules_apply_and_restart_only_settings_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let source: ConfigSource = Arc::new(move || {
+            let mut c = AgentConfig::default();
+            c.data_dir = data_dir.clone();
+            c.redact.rules.push(CustomRule {
+                name: "order".into(),
+                pattern: "ORD-[0-9]+".into(),
+                action: crate::redact::Action::Mask,
+            });
+            c.batch.max_events = 7;
+            Ok(c)
+        });
+        let mut r = reloader(dir.path(), source);
+        assert_eq!(redact(&r.redactor, "msg=ORD-123"), "msg=ORD-123");
+        let report = r.reload().await.unwrap();
+        assert!(report.redaction_changed);
+        assert_eq!(report.needs_restart, vec!["batch"]);
+        assert_eq!(
+            redact(&r.redactor, "msg=ORD-123"),
+            "msg=[REDACTED:order] redacted=order"
+        );
+        // The batch setting kept its old value.
+        assert_eq!(r.current.batch.max_events, 1000);
+    }
+
+    #[tokio::test]
+    async fn a_bad_configuration_keeps_the_old_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let source: ConfigSource = Arc::new(|| {
+            Err(ConfigError::Invalid {
+                key: "redact.rules",
+                message: "bad pattern".into(),
+            })
+        });
+        let mut r = reloader(dir.path(), source);
+        r.reload_and_log().await;
+        assert_eq!(
+            r.metrics
+                .config_reloads_error
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            redact(&r.redactor, "msg=\"mail bob@example.com\""),
+            "msg=\"mail [REDACTED:email]\" redacted=email"
+        );
+    }
+}
