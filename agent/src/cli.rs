@@ -341,8 +341,10 @@ mod tests {
 
     #[test]
     fn check_report_hides_the_token() {
-        let mut c = AgentConfig::default();
-        c.token = Some(crate::Secret::new("hunter2"));
+        let c = AgentConfig {
+            token: Some(crate::Secret::new("hunter2")),
+            ..AgentConfig::default()
+        };
         let text = check_report(&c);
         assert!(text.starts_with("configuration is valid\n"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");

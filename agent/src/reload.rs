@@ -194,8 +194,10 @@ mod tests {
     use spoor_sdk::event::Event;
 
     fn reloader(dir: &std::path::Path, source: ConfigSource) -> Reloader {
-        let mut current = AgentConfig::default();
-        current.data_dir = dir.to_path_buf();
+        let current = AgentConfig {
+            data_dir: dir.to_path_buf(),
+            ..AgentConfig::default()
+        };
         let first = Arc::new(Redactor::new(&current.redact, dir).unwrap());
         let slot = RedactorSlot::default();
         slot.store(Some(first));
@@ -219,8 +221,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().to_path_buf();
         let source: ConfigSource = Arc::new(move || {
-            let mut c = AgentConfig::default();
-            c.data_dir = data_dir.clone();
+            let mut c = AgentConfig {
+                data_dir: data_dir.clone(),
+                ..AgentConfig::default()
+            };
             c.redact.rules.push(CustomRule {
                 name: "order".into(),
                 pattern: "ORD-[0-9]+".into(),

@@ -1,0 +1,148 @@
+//! Run-time configuration of the agent: SIGHUP applies new redaction rules from the
+//! config file and keeps the old ones when the new file is bad; `SPOOR_*` variables and
+//! flags override the file (flag > environment > file).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::{Agent, Collector, run_cli, wait_for};
+
+/// The first search hit's `msg` once `q` finds exactly one event.
+fn msg_of(collector: &Collector, q: &str) -> String {
+    wait_for(
+        &format!("an event matching {q}"),
+        Duration::from_secs(30),
+        || {
+            let (status, body) = collector.get("/api/v1/search", &[("q", q), ("limit", "5")]);
+            assert_eq!(status, 200, "{body}");
+            (body["total"].as_u64() == Some(1)).then(|| body["hits"][0].clone())
+        },
+    )["msg"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no msg in the hit for {q}"))
+}
+
+fn wait_metric(agent: &Agent, name: &str, value: f64) {
+    wait_for(
+        &format!("{name} = {value}"),
+        Duration::from_secs(30),
+        || (agent.metric(name) == Some(value)).then_some(()),
+    );
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write the agent config");
+}
+
+#[test]
+fn sighup_applies_new_redaction_rules_and_keeps_them_when_the_new_file_is_bad() {
+    let collector = Collector::start();
+    let conf_dir = tempfile::tempdir().expect("tempdir");
+    let conf = conf_dir.path().join("agent.toml");
+    write(
+        &conf,
+        "[[redact.rules]]\nname = \"order\"\npattern = \"ORD-[0-9]+\"\n",
+    );
+    let conf_arg = conf.to_str().expect("UTF-8 path");
+    let agent = Agent::start(&collector, &["--config", conf_arg]);
+
+    agent.send_tcp(b"msg=\"first ORD-1111 ticket T-2222\"\n");
+    let first = msg_of(&collector, "first");
+    assert_eq!(first, "first [REDACTED:order] ticket T-2222");
+
+    // New rule in the file, plus a setting that cannot change while running.
+    write(
+        &conf,
+        "[batch]\nmax_events = 5\n[[redact.rules]]\nname = \"ticket\"\npattern = \"T-[0-9]+\"\n",
+    );
+    agent.signal("HUP");
+    wait_metric(
+        &agent,
+        "spoor_agent_config_reloads_total{result=\"ok\"}",
+        1.0,
+    );
+    agent.send_tcp(b"msg=\"second ORD-3333 ticket T-4444\"\n");
+    assert_eq!(
+        msg_of(&collector, "second"),
+        "second ORD-3333 ticket [REDACTED:ticket]"
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("needs restart") && log.contains("batch"),
+        "the restart-only change is reported:\n{log}"
+    );
+
+    // A pattern that does not compile: rejected, the agent keeps running with the rules
+    // it had, and the metric and log say so.
+    write(
+        &conf,
+        "[[redact.rules]]\nname = \"broken\"\npattern = \"(unclosed\"\n",
+    );
+    agent.signal("HUP");
+    wait_metric(
+        &agent,
+        "spoor_agent_config_reloads_total{result=\"error\"}",
+        1.0,
+    );
+    agent.send_tcp(b"msg=\"third ORD-5555 ticket T-6666\"\n");
+    assert_eq!(
+        msg_of(&collector, "third"),
+        "third ORD-5555 ticket [REDACTED:ticket]"
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("Configuration reload rejected") && log.contains("broken"),
+        "{log}"
+    );
+    assert_eq!(
+        agent.metric("spoor_agent_config_reloads_total{result=\"ok\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn environment_overrides_the_file_and_flags_override_the_environment() {
+    let collector = Collector::start();
+    let conf_dir = tempfile::tempdir().expect("tempdir");
+    let conf = conf_dir.path().join("agent.toml");
+    write(&conf, "[redact.detectors]\nip = \"off\"\n");
+    let conf_arg = conf.to_str().expect("UTF-8 path");
+
+    // The file turns the IP detector off; the variable turns it on.
+    let agent = Agent::start_with_env(
+        &collector,
+        &["--config", conf_arg],
+        &[("SPOOR_REDACT_DETECTORS", "ip")],
+    );
+    agent.send_tcp(b"msg=\"envcheck from 10.1.2.3\"\n");
+    assert_eq!(
+        msg_of(&collector, "envcheck"),
+        "envcheck from [REDACTED:ip]"
+    );
+
+    // `--check-config` prints the effective settings: the flag beats the variable.
+    let (code, out, err) = run_cli(
+        &[
+            "agent",
+            "--config",
+            conf_arg,
+            "--redact-detectors",
+            "ip=hash",
+            "--buffer-full-policy",
+            "drop_oldest",
+            "--check-config",
+        ],
+        &[("SPOOR_REDACT_DETECTORS", "ip=drop_event")],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.starts_with("configuration is valid"), "{out}");
+    assert!(out.contains("ip: Hash"), "{out}");
+    assert!(out.contains("when_full: DropOldest"), "{out}");
+    let (code, _, err) = run_cli(
+        &["agent", "--config", conf_arg, "--check-config"],
+        &[("SPOOR_BUFFER_FULL_POLICY", "sometimes")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sometimes"), "{err}");
+}
