@@ -16,7 +16,10 @@
 //! nonce repeats under one key. The record ID is also the associated data, so a record
 //! moved elsewhere fails to open. Rotation: new segments use the current key; segments
 //! sealed with a key listed in `old_key_files` stay readable; a segment whose key is not
-//! listed stops the agent at start with the key ID in the error. Segments written before
+//! listed is moved to `DATA_DIR/buffer/quarantine/` at start (logged with its path and
+//! key ID, counted in `/metrics`) and the agent runs on; a later start with that key
+//! listed delivers it (see `buffer::quarantine`). A record that fails authentication is
+//! logged with its segment and offset, skipped and counted. Segments written before
 //! encryption was turned on (plain) stay readable.
 //!
 //! # What is not encrypted
