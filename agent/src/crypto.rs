@@ -727,6 +727,19 @@ mod tests {
         );
         assert_eq!(b.stats().corrupt_records, 1);
         assert_eq!(b.stats().undecryptable_records, 1);
+        // A copy of the damaged segment is kept for investigation, never restored.
+        let quarantine = dir
+            .path()
+            .join(BUFFER_DIR)
+            .join(crate::buffer::QUARANTINE_DIR);
+        let copies: Vec<_> = std::fs::read_dir(&quarantine)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(copies, vec!["segment-00000000000000000000.buf.damaged"]);
+        assert_eq!(b.restore_quarantined(|c| c).unwrap(), 0);
+        assert_eq!(b.stats().quarantined_segments, 0);
     }
 
     #[test]

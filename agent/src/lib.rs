@@ -142,6 +142,7 @@ async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     config.validate()?;
+    let hup = reload::Reloader::catch_sighup();
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| AgentError::Io {
         path: data_dir.clone(),
@@ -165,7 +166,11 @@ async fn run_with(
         let mut buffer = DiskBuffer::open_with_cipher(&dir, buffer_config, cipher)?;
         // Quarantined segments whose key is configured now come back as new records; the
         // file positions they carried are stale by now, so only their lines are kept.
-        buffer.restore_quarantined(|content| split_header(&content).1.to_vec())?;
+        // A failure here must not stop the agent: the segments stay in quarantine.
+        if let Err(e) = buffer.restore_quarantined(|content| split_header(&content).1.to_vec())
+        {
+            tracing::error!(error = %e, "Could not restore quarantined buffer segments; they stay in quarantine until a later start.");
+        }
         Ok::<_, buffer::BufferError>(buffer)
     })
     .await
@@ -340,7 +345,7 @@ async fn run_with(
             redactor,
             metrics,
         }
-        .run(),
+        .run(hup),
     );
 
     // Run until asked to stop, or until the batcher fails (the buffer is unusable).

@@ -62,13 +62,22 @@ pub(crate) struct Reloader {
 }
 
 impl Reloader {
-    /// Reloads on every SIGHUP until the task is aborted.
-    pub(crate) async fn run(mut self) {
+    /// Catches SIGHUP from now on (its default action would end the agent); call it
+    /// early, before the agent is ready, and hand the result to [`Reloader::run`].
+    pub(crate) fn catch_sighup() -> Option<tokio::signal::unix::Signal> {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("Cannot listen for SIGHUP; it will end the agent.");
-            return;
-        };
+        match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot listen for SIGHUP; it will end the agent.");
+                None
+            }
+        }
+    }
+
+    /// Reloads on every SIGHUP until the task is aborted.
+    pub(crate) async fn run(mut self, hup: Option<tokio::signal::unix::Signal>) {
+        let Some(mut hup) = hup else { return };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP received: reloading the configuration.");
             self.reload_and_log().await;

@@ -633,6 +633,17 @@ impl DiskBuffer {
                     }
                     Err(e) => {
                         self.undecryptable_records += 1;
+                        // The segment is deleted once its other records are acknowledged;
+                        // keep a copy of it for whoever investigates.
+                        match quarantine::keep_damaged_copy(&self.dir, &path) {
+                            Ok(Some(copy)) => {
+                                tracing::warn!(path = %path.display(), copy = %copy.display(), "Kept a copy of a segment holding a record that failed authentication.")
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(path = %path.display(), error = %e, "Could not keep a copy of a damaged segment.")
+                            }
+                        }
                         format!("cannot open sealed record: {e}")
                     }
                 },
@@ -684,12 +695,28 @@ impl DiskBuffer {
                 waiting.push(q);
                 continue;
             }
-            let mut file = File::open(&q.path).map_err(|e| BufferError::io(&q.path, e))?;
-            let mut from_this = 0u64;
-            for meta in records
+            let wanted: Vec<RecordMeta> = records
                 .iter()
                 .filter(|r| q.pending.as_ref().is_none_or(|p| p.contains(&r.id)))
-            {
+                .copied()
+                .collect();
+            // Room for all of it, or none is restored now (a half-restored segment would
+            // be restored again, twice, on the next start).
+            let needed: u64 = wanted
+                .iter()
+                .map(|r| frame_len(r.payload_len as usize) + HEADER_LEN)
+                .sum();
+            if self.bytes() + needed > self.config.max_total_bytes {
+                tracing::warn!(path = %q.path.display(), needed, "Not enough room in the buffer to restore a quarantined segment now; it stays in quarantine until a later start.");
+                let mut q = q;
+                q.pending
+                    .get_or_insert_with(|| wanted.iter().map(|r| r.id).collect());
+                waiting.push(q);
+                continue;
+            }
+            let mut file = File::open(&q.path).map_err(|e| BufferError::io(&q.path, e))?;
+            let mut from_this = 0u64;
+            for meta in &wanted {
                 let problem = match read_record(&mut file, meta) {
                     Ok(sealed) => match self.cipher.open(&header.cipher, meta.id, &sealed) {
                         Ok(content) => {

@@ -15,6 +15,11 @@
 //! are fsynced before the quarantined file and its note are deleted. A record that fails
 //! authentication there is reported with its segment and offset and skipped. A crash
 //! between that fsync and the deletion sends the restored batches a second time.
+//!
+//! A live segment in which a record fails authentication when it is handed out (altered
+//! bytes) is copied here once as `segment-N.buf.damaged`, since the segment itself is
+//! deleted when its other records are acknowledged. Those copies are for investigation
+//! only and are never restored.
 
 use std::fs;
 use std::io::Write as _;
@@ -126,4 +131,25 @@ pub(crate) fn remove(buffer_dir: &Path, q: &Quarantined) -> Result<(), BufferErr
         Err(e) => return Err(BufferError::io(&note, e)),
     }
     sync_dir(&buffer_dir.join(QUARANTINE_DIR))
+}
+
+/// Copies `segment` into quarantine as `NAME.damaged` unless a copy exists; returns the
+/// copy's path when one was made now.
+pub(crate) fn keep_damaged_copy(
+    buffer_dir: &Path,
+    segment: &Path,
+) -> Result<Option<PathBuf>, BufferError> {
+    let qdir = buffer_dir.join(QUARANTINE_DIR);
+    let Some(name) = segment.file_name() else {
+        return Ok(None);
+    };
+    let mut copy_name = name.to_owned();
+    copy_name.push(".damaged");
+    let copy = qdir.join(copy_name);
+    if copy.exists() {
+        return Ok(None);
+    }
+    fs::create_dir_all(&qdir).map_err(|e| BufferError::io(&qdir, e))?;
+    fs::copy(segment, &copy).map_err(|e| BufferError::io(&copy, e))?;
+    Ok(Some(copy))
 }
