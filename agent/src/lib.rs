@@ -304,10 +304,12 @@ async fn run_with(
     };
     drop(tx);
 
+    let (batch_tuning, batch_tuning_rx) = watch::channel(config.batch.clone());
     let batcher = Batcher {
         rx,
         buffer: buffer.clone(),
         config: config.batch.clone(),
+        tuning: batch_tuning_rx,
         policy: config.buffer.when_full,
         positions,
         metrics: metrics.clone(),
@@ -343,6 +345,7 @@ async fn run_with(
             source,
             current: config,
             redactor,
+            batch_tuning,
             metrics,
         }
         .run(hup),

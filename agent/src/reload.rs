@@ -8,9 +8,11 @@
 //!   full first and then swapped in atomically: a line being redacted at that instant
 //!   finishes with the old rules, every later line gets the new ones. Counts per rule
 //!   carry over to the rules of the same name.
+//! - **Applied from the next line**: `[batch]` (checked against the buffer the agent runs
+//!   with), handed to the batcher over a watch channel.
 //! - **Needs a restart** (logged per key with "needs restart", old value kept): the data
 //!   directory, collector URL and token, listen/syslog/admin addresses, files and spill
-//!   directories, line and connection limits, `[batch]`, `[buffer]`, `[forward]` and
+//!   directories, line and connection limits, `[buffer]`, `[forward]` and
 //!   `[encryption]`.
 //! - **Rejected**: a configuration that does not load (syntax, unknown key, invalid value,
 //!   a key file that cannot be read) is refused as a whole with the reason in the log, and
@@ -20,6 +22,9 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
+use crate::batch::BatchConfig;
 use crate::config::{AgentConfig, ConfigError};
 use crate::metrics::{Metrics, inc};
 use crate::redact::{RedactError, Redactor, RedactorSlot};
@@ -50,6 +55,8 @@ pub(crate) struct ReloadReport {
     pub(crate) needs_restart: Vec<&'static str>,
     /// Whether the redaction settings changed.
     pub(crate) redaction_changed: bool,
+    /// Whether `[batch]` changed (and was applied).
+    pub(crate) batch_changed: bool,
 }
 
 /// Applies reloads to the running agent.
@@ -58,6 +65,8 @@ pub(crate) struct Reloader {
     /// The configuration in force.
     pub(crate) current: AgentConfig,
     pub(crate) redactor: RedactorSlot,
+    /// The batcher's limits.
+    pub(crate) batch_tuning: watch::Sender<BatchConfig>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -97,6 +106,7 @@ impl Reloader {
                 }
                 tracing::info!(
                     redaction_changed = report.redaction_changed,
+                    batch_changed = report.batch_changed,
                     needs_restart = report.needs_restart.len(),
                     "Configuration reloaded."
                 );
@@ -134,7 +144,19 @@ impl Reloader {
             needs_restart: needs_restart(&self.current, &new),
             redaction_changed: self.current.redaction != new.redaction
                 || self.current.redact != new.redact,
+            batch_changed: self.current.batch != new.batch,
         };
+        if report.batch_changed {
+            // The new limits must fit the buffer that keeps running, not the new file's.
+            let mut effective = self.current.clone();
+            effective.batch = new.batch.clone();
+            effective.validate()?;
+        }
+        // Nothing can fail from here on: apply everything.
+        if report.batch_changed {
+            self.batch_tuning.send_replace(new.batch.clone());
+            self.current.batch = new.batch.clone();
+        }
         match &redactor {
             Some(r) => {
                 if let Some(old) = self.redactor.load().as_deref() {
@@ -176,7 +198,6 @@ pub(crate) fn needs_restart(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
         old.max_connections != new.max_connections,
         "max_connections",
     );
-    check(old.batch != new.batch, "batch");
     check(old.buffer != new.buffer, "buffer");
     check(old.forward != new.forward, "forward");
     check(old.encryption != new.encryption, "encryption");
@@ -214,6 +235,7 @@ mod tests {
             source: Some(source),
             current,
             redactor: slot,
+            batch_tuning: watch::channel(BatchConfig::default()).0,
             metrics: Arc::new(Metrics::default()),
         }
     }
@@ -240,19 +262,22 @@ mod tests {
                 action: crate::redact::Action::Mask,
             });
             c.batch.max_events = 7;
+            c.max_connections = 9;
             Ok(c)
         });
         let mut r = reloader(dir.path(), source);
         assert_eq!(redact(&r.redactor, "msg=ORD-123"), "msg=ORD-123");
         let report = r.reload().await.unwrap();
         assert!(report.redaction_changed);
-        assert_eq!(report.needs_restart, vec!["batch"]);
+        assert!(report.batch_changed);
+        assert_eq!(report.needs_restart, vec!["max_connections"]);
         assert_eq!(
             redact(&r.redactor, "msg=ORD-123"),
             "msg=[REDACTED:order] redacted=order"
         );
-        // The batch setting kept its old value.
-        assert_eq!(r.current.batch.max_events, 1000);
+        // The batch limits went to the batcher; the connection limit kept its old value.
+        assert_eq!(r.batch_tuning.borrow().max_events, 7);
+        assert_eq!(r.current.max_connections, 1024);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
-//! Run-time configuration of the agent: SIGHUP applies new redaction rules from the
-//! config file and keeps the old ones when the new file is bad; `SPOOR_*` variables and
+//! Run-time configuration of the agent: SIGHUP applies new redaction rules and batch
+//! limits from the config file, reports restart-only changes, and keeps the old settings
+//! when the new file is bad; `SPOOR_*` variables and
 //! flags override the file (flag > environment > file).
 
 use std::path::Path;
@@ -54,7 +55,7 @@ fn sighup_applies_new_redaction_rules_and_keeps_them_when_the_new_file_is_bad() 
     // New rule in the file, plus a setting that cannot change while running.
     write(
         &conf,
-        "[batch]\nmax_events = 5\n[[redact.rules]]\nname = \"ticket\"\npattern = \"T-[0-9]+\"\n",
+        "max_connections = 7\n[batch]\nmax_events = 1\n[[redact.rules]]\nname = \"ticket\"\npattern = \"T-[0-9]+\"\n",
     );
     agent.signal("HUP");
     wait_metric(
@@ -67,9 +68,21 @@ fn sighup_applies_new_redaction_rules_and_keeps_them_when_the_new_file_is_bad() 
         msg_of(&collector, "second"),
         "second ORD-3333 ticket [REDACTED:ticket]"
     );
+    // `[batch]` applies from the next line: one line per batch now.
+    let batches = agent
+        .metric("spoor_agent_batches_appended_total")
+        .expect("batches metric");
+    agent.send_tcp(b"msg=\"perbatch one\"\nmsg=\"perbatch two\"\nmsg=\"perbatch three\"\n");
+    wait_for("three lines", Duration::from_secs(30), || {
+        (collector.count("perbatch") == 3).then_some(())
+    });
+    assert_eq!(
+        agent.metric("spoor_agent_batches_appended_total"),
+        Some(batches + 3.0)
+    );
     let log = agent.log();
     assert!(
-        log.contains("needs restart") && log.contains("batch"),
+        log.contains("needs restart") && log.contains("max_connections"),
         "the restart-only change is reported:\n{log}"
     );
 
