@@ -265,9 +265,13 @@ async fn run_with(
     }
     drop(socket_ctx);
     let file_stop = Arc::new(AtomicBool::new(false));
+    // Globs added to `files` by a reload go to the running file input.
+    let mut file_globs = None;
     let file_thread = if config.files.is_empty() && config.spill_dirs.is_empty() {
         None
     } else {
+        let (globs_tx, globs_rx) = std::sync::mpsc::channel();
+        file_globs = Some(globs_tx);
         let mut patterns = config
             .files
             .iter()
@@ -295,6 +299,7 @@ async fn run_with(
             read_interval: Duration::from_millis(100),
             partial_timeout: Duration::from_secs(1),
             spill,
+            added: Some(globs_rx),
         };
         let handle = std::thread::Builder::new()
             .name("spoor-file-input".into())
@@ -346,6 +351,7 @@ async fn run_with(
             current: config,
             redactor,
             batch_tuning,
+            file_globs,
             metrics,
         }
         .run(hup),

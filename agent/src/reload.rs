@@ -10,10 +10,13 @@
 //!   carry over to the rules of the same name.
 //! - **Applied from the next line**: `[batch]` (checked against the buffer the agent runs
 //!   with), handed to the batcher over a watch channel.
+//! - **Applied at the next scan**: globs added to `files` (the old ones all kept), when the
+//!   file input runs (it does when `files` or `spill_dirs` was set at start). Files the new
+//!   globs match are read from their start, like any file found while running.
 //! - **Needs a restart** (logged per key with "needs restart", old value kept): the data
-//!   directory, collector URL and token, listen/syslog/admin addresses, files and spill
-//!   directories, line and connection limits, `[buffer]`, `[forward]` and
-//!   `[encryption]`.
+//!   directory, collector URL and token, listen/syslog/admin addresses, removed or changed
+//!   file globs (or any glob when no file input runs), spill directories, line and
+//!   connection limits, `[buffer]`, `[forward]` and `[encryption]`.
 //! - **Rejected**: a configuration that does not load (syntax, unknown key, invalid value,
 //!   a key file that cannot be read) is refused as a whole with the reason in the log, and
 //!   the old one stays in force.
@@ -26,6 +29,7 @@ use tokio::sync::watch;
 
 use crate::batch::BatchConfig;
 use crate::config::{AgentConfig, ConfigError};
+use crate::inputs::file::GlobPattern;
 use crate::metrics::{Metrics, inc};
 use crate::redact::{RedactError, Redactor, RedactorSlot};
 
@@ -57,6 +61,8 @@ pub(crate) struct ReloadReport {
     pub(crate) redaction_changed: bool,
     /// Whether `[batch]` changed (and was applied).
     pub(crate) batch_changed: bool,
+    /// File globs added (and handed to the file input).
+    pub(crate) files_added: Vec<String>,
 }
 
 /// Applies reloads to the running agent.
@@ -67,6 +73,8 @@ pub(crate) struct Reloader {
     pub(crate) redactor: RedactorSlot,
     /// The batcher's limits.
     pub(crate) batch_tuning: watch::Sender<BatchConfig>,
+    /// New globs for the running file input (`None` when it does not run).
+    pub(crate) file_globs: Option<std::sync::mpsc::Sender<GlobPattern>>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -107,6 +115,7 @@ impl Reloader {
                 tracing::info!(
                     redaction_changed = report.redaction_changed,
                     batch_changed = report.batch_changed,
+                    files_added = report.files_added.len(),
                     needs_restart = report.needs_restart.len(),
                     "Configuration reloaded."
                 );
@@ -140,12 +149,34 @@ impl Reloader {
         .await
         .map_err(|e| ReloadError::Task(e.to_string()))??;
 
-        let report = ReloadReport {
+        let mut report = ReloadReport {
             needs_restart: needs_restart(&self.current, &new),
             redaction_changed: self.current.redaction != new.redaction
                 || self.current.redact != new.redact,
             batch_changed: self.current.batch != new.batch,
+            files_added: Vec::new(),
         };
+        let mut added_globs = Vec::new();
+        if self.current.files != new.files {
+            match (
+                added_files(&self.current.files, &new.files),
+                &self.file_globs,
+            ) {
+                (Some(added), Some(_)) => {
+                    for glob in &added {
+                        // Checked by `validate` already; parsed again for the input.
+                        let pattern =
+                            GlobPattern::parse(glob).map_err(|message| ConfigError::Invalid {
+                                key: "files",
+                                message,
+                            })?;
+                        added_globs.push(pattern);
+                    }
+                    report.files_added = added;
+                }
+                _ => report.needs_restart.insert(0, "files"),
+            }
+        }
         if report.batch_changed {
             // The new limits must fit the buffer that keeps running, not the new file's.
             let mut effective = self.current.clone();
@@ -153,6 +184,16 @@ impl Reloader {
             effective.validate()?;
         }
         // Nothing can fail from here on: apply everything.
+        if let Some(tx) = &self.file_globs
+            && !added_globs.is_empty()
+        {
+            for (glob, pattern) in report.files_added.iter().zip(added_globs) {
+                if tx.send(pattern).is_ok() {
+                    tracing::info!(glob, "Tailing files of a glob added by the reload.");
+                    self.current.files.push(glob.clone());
+                }
+            }
+        }
         if report.batch_changed {
             self.batch_tuning.send_replace(new.batch.clone());
             self.current.batch = new.batch.clone();
@@ -189,7 +230,6 @@ pub(crate) fn needs_restart(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
     check(old.collector != new.collector, "collector");
     check(old.token != new.token, "forward.token_file/SPOOR_TOKEN");
     check(old.listen_addrs() != new.listen_addrs(), "listen");
-    check(old.files != new.files, "files");
     check(old.spill_dirs != new.spill_dirs, "spill_dirs");
     check(old.syslog != new.syslog, "syslog");
     check(old.admin != new.admin, "admin");
@@ -202,6 +242,17 @@ pub(crate) fn needs_restart(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
     check(old.forward != new.forward, "forward");
     check(old.encryption != new.encryption, "encryption");
     keys
+}
+
+/// The globs of `new` that are not in `old`, when `new` keeps all of `old`'s (`None`
+/// when one was removed: that needs a restart).
+fn added_files(old: &[String], new: &[String]) -> Option<Vec<String>> {
+    if !old.iter().all(|o| new.contains(o)) {
+        return None;
+    }
+    let mut added: Vec<String> = new.iter().filter(|n| !old.contains(n)).cloned().collect();
+    added.dedup();
+    Some(added)
 }
 
 /// `error: cause: cause` in one line, for the log.
@@ -236,6 +287,7 @@ mod tests {
             current,
             redactor: slot,
             batch_tuning: watch::channel(BatchConfig::default()).0,
+            file_globs: None,
             metrics: Arc::new(Metrics::default()),
         }
     }
@@ -278,6 +330,43 @@ mod tests {
         // The batch limits went to the batcher; the connection limit kept its old value.
         assert_eq!(r.batch_tuning.borrow().max_events, 7);
         assert_eq!(r.current.max_connections, 1024);
+    }
+
+    #[test]
+    fn only_added_globs_apply_at_run_time() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            added_files(&v(&["/a/*.log"]), &v(&["/a/*.log", "/b/*.log"])),
+            Some(v(&["/b/*.log"]))
+        );
+        assert_eq!(added_files(&v(&["/a/*.log"]), &v(&["/b/*.log"])), None);
+    }
+
+    #[tokio::test]
+    async fn new_globs_go_to_the_file_input_or_need_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let source: ConfigSource = Arc::new(move || {
+            Ok(AgentConfig {
+                data_dir: data_dir.clone(),
+                files: vec!["/var/log/x/*.log".into()],
+                ..AgentConfig::default()
+            })
+        });
+        // No file input running: a restart is needed.
+        let mut r = reloader(dir.path(), source.clone());
+        let report = r.reload().await.unwrap();
+        assert_eq!(report.needs_restart, vec!["files"]);
+        assert!(r.current.files.is_empty());
+        // With one: the glob is handed over.
+        let mut r = reloader(dir.path(), source);
+        let (tx, rx) = std::sync::mpsc::channel();
+        r.file_globs = Some(tx);
+        let report = r.reload().await.unwrap();
+        assert!(report.needs_restart.is_empty(), "{report:?}");
+        assert_eq!(report.files_added, vec!["/var/log/x/*.log".to_string()]);
+        assert_eq!(rx.try_iter().count(), 1);
+        assert_eq!(r.current.files, vec!["/var/log/x/*.log".to_string()]);
     }
 
     #[tokio::test]

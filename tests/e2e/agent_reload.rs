@@ -159,3 +159,32 @@ fn environment_overrides_the_file_and_flags_override_the_environment() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("sometimes"), "{err}");
 }
+
+#[test]
+fn sighup_starts_tailing_a_glob_added_to_files() {
+    let collector = Collector::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).expect("mkdir");
+    std::fs::create_dir_all(&b).expect("mkdir");
+    let glob = |d: &Path| format!("{}/*.log", d.display());
+    let conf = dir.path().join("agent.toml");
+    write(&conf, &format!("files = [\"{}\"]\n", glob(&a)));
+    std::fs::write(b.join("app.log"), "msg=\"from the new glob globadded\"\n").expect("log");
+    let agent = Agent::start(&collector, &["--config", conf.to_str().expect("UTF-8")]);
+    std::fs::write(a.join("app.log"), "msg=\"from the old glob globold\"\n").expect("log");
+    wait_for("the old glob's line", Duration::from_secs(30), || {
+        (collector.count("globold") == 1).then_some(())
+    });
+    assert_eq!(collector.count("globadded"), 0);
+
+    write(
+        &conf,
+        &format!("files = [\"{}\", \"{}\"]\n", glob(&a), glob(&b)),
+    );
+    agent.signal("HUP");
+    wait_for("the new glob's line", Duration::from_secs(30), || {
+        (collector.count("globadded") == 1).then_some(())
+    });
+    assert!(!agent.log().contains("needs restart"), "{}", agent.log());
+}
