@@ -226,6 +226,8 @@ pub struct DiskBuffer {
     /// Every ID up to this one was handed out (or skipped) since open.
     handed_out_through: u64,
     read_handle: Option<(PathBuf, File)>,
+    /// Since when acks marked by [`DiskBuffer::ack_deferred`] wait to be persisted.
+    acks_pending_since: Option<Instant>,
     torn_tail_bytes_dropped: u64,
     corrupt_records: u64,
     records_dropped: u64,
@@ -494,6 +496,7 @@ impl DiskBuffer {
             durable_id: next_id - 1,
             handed_out_through: 0,
             read_handle: None,
+            acks_pending_since: None,
             torn_tail_bytes_dropped: torn,
             corrupt_records: corrupt,
             records_dropped: 0,
@@ -574,14 +577,17 @@ impl DiskBuffer {
     /// When [`DiskBuffer::maybe_sync`] will next have work; `None` while everything
     /// written is durable.
     pub fn sync_deadline(&self) -> Option<Instant> {
+        let acks = self
+            .acks_pending_since
+            .map(|t| t + self.config.fsync_interval);
         if !self.writer.needs_sync() {
-            return None;
+            return acks;
         }
-        Some(
-            self.writer
-                .pending_since()
-                .map_or_else(Instant::now, |t| t + self.config.fsync_interval),
-        )
+        let writes = self
+            .writer
+            .pending_since()
+            .map_or_else(Instant::now, |t| t + self.config.fsync_interval);
+        Some(acks.map_or(writes, |a| a.min(writes)))
     }
 
     /// Fsyncs everything appended so far (and the ledger, if an update failed earlier).
@@ -591,7 +597,13 @@ impl DiskBuffer {
             .sync()
             .map_err(|e| BufferError::io(self.writer.path(), e))?;
         self.durable_id = self.next_id - 1;
-        self.persist_ledger()
+        if self.acks_pending_since.is_none() && !self.ledger.is_dirty() {
+            return Ok(());
+        }
+        self.persist_ledger()?;
+        self.acks_pending_since = None;
+        self.release_done_segments();
+        Ok(())
     }
 
     /// The highest record ID known to be fsynced (0 when none).
@@ -804,6 +816,46 @@ impl DiskBuffer {
         self.ack_many([record_id])
     }
 
+    /// Acknowledges records in memory only; the ledger is written at the next
+    /// [`DiskBuffer::maybe_sync`] (within the fsync interval), at
+    /// [`DiskBuffer::flush_and_sync`], or at once when a finished segment became all done
+    /// (a segment is deleted only after the ledger that allows it is durable). An ack lost
+    /// to a crash costs a resend under the same idempotency key, which the collector
+    /// answers as a duplicate; the forwarder uses this so that a batch's ack does not cost
+    /// an fsync under the buffer's lock.
+    pub fn ack_deferred(
+        &mut self,
+        record_ids: impl IntoIterator<Item = u64>,
+    ) -> Result<(), BufferError> {
+        let mut marked = false;
+        for id in record_ids {
+            if id > self.durable_id || self.ledger.is_done(id) || self.locate(id).is_none() {
+                tracing::debug!(
+                    record_id = id,
+                    "Ignoring ack of a record that is not pending."
+                );
+                continue;
+            }
+            self.ledger.mark(id);
+            marked = true;
+        }
+        if marked && self.acks_pending_since.is_none() {
+            self.acks_pending_since = Some(Instant::now());
+        }
+        let keep_from = self.config.keep_from_id;
+        let ledger = &self.ledger;
+        let releasable = self.sealed.iter().any(|s| {
+            s.records.iter().all(|r| ledger.is_done(r.id))
+                && !keep_from.is_some_and(|k| s.last_id().is_some_and(|last| last >= k))
+        });
+        if releasable {
+            self.persist_ledger()?;
+            self.acks_pending_since = None;
+            self.release_done_segments();
+        }
+        Ok(())
+    }
+
     /// Acknowledges several records with one ledger write.
     pub fn ack_many(
         &mut self,
@@ -820,6 +872,7 @@ impl DiskBuffer {
             self.ledger.mark(id);
         }
         self.persist_ledger()?;
+        self.acks_pending_since = None;
         self.release_done_segments();
         Ok(())
     }

@@ -952,3 +952,38 @@ fn kept_segments_survive_acks_and_reopen_until_the_mark_moves() {
     b.keep_from(None);
     assert_eq!(segment_files(dir.path()).len(), 1);
 }
+
+#[test]
+fn deferred_acks_reach_the_ledger_with_the_next_sync_or_a_finished_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BufferConfig {
+        fsync_interval: Duration::from_secs(3600),
+        ..three_per_segment()
+    };
+    let mut buffer = open(dir.path(), config.clone());
+    for i in 1..=5 {
+        buffer.append(&batch(i)).unwrap();
+    }
+    assert_eq!(drain_ids(&mut buffer), vec![1, 2, 3, 4, 5]);
+    // An ack in memory only: a crash now means that record is sent again.
+    buffer.ack_deferred([4]).unwrap();
+    assert!(buffer.sync_deadline().is_some(), "the ack waits for a sync");
+    crash(buffer);
+    let mut buffer = open(dir.path(), config.clone());
+    assert_eq!(drain_ids(&mut buffer), vec![1, 2, 3, 4, 5]);
+    // A finished segment whose records are all acked: persisted and deleted at once.
+    let before = segment_files(dir.path()).len();
+    buffer.ack_deferred([1, 2, 3]).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), before - 1);
+    // Otherwise the ack is persisted once the sync is due.
+    buffer.ack_deferred([5]).unwrap();
+    assert!(
+        buffer
+            .maybe_sync(Instant::now() + Duration::from_secs(7200))
+            .unwrap()
+    );
+    assert_eq!(buffer.sync_deadline(), None);
+    crash(buffer);
+    let mut buffer = open(dir.path(), config);
+    assert_eq!(drain_ids(&mut buffer), vec![4]);
+}

@@ -356,6 +356,7 @@ impl FileInput {
         InputLine {
             line,
             position: None,
+            lane: crate::batch::lane_of(source),
         }
     }
 }

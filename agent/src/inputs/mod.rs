@@ -28,4 +28,6 @@ pub(crate) struct InputLine {
     pub(crate) line: String,
     /// For file lines: where reading resumes once this line is durable in the buffer.
     pub(crate) position: Option<FilePosition>,
+    /// The batching lane of the line's source ([`crate::batch::lane_of`]).
+    pub(crate) lane: usize,
 }

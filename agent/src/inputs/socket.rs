@@ -132,6 +132,7 @@ async fn handle<S: AsyncRead + Unpin>(
     let mut splitter = LineSplitter::new(ctx.max_line_bytes);
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
+    let lane = crate::batch::lane_of(kind.as_str());
     loop {
         let read = tokio::select! {
             r = stream.read(&mut buf) => r,
@@ -154,6 +155,7 @@ async fn handle<S: AsyncRead + Unpin>(
             out.push(InputLine {
                 line,
                 position: None,
+                lane,
             });
         };
         if n == 0 {

@@ -405,6 +405,7 @@ async fn handle(
             }
         };
         let now = OffsetDateTime::now_utc();
+        let lane = crate::batch::lane_of("syslog");
         let mut emit = |raw: &[u8]| {
             inc(&counters.events, 1);
             inc(&counters.bytes, raw.len() as u64);
@@ -418,6 +419,7 @@ async fn handle(
             out.push(InputLine {
                 line,
                 position: None,
+                lane,
             });
         };
         if n == 0 {

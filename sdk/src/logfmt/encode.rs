@@ -6,16 +6,41 @@ fn is_key_char(c: char) -> bool {
     c > ' ' && c != '=' && c != '"' && !c.is_control() && !c.is_whitespace()
 }
 
+fn char_needs_quoting(c: char) -> bool {
+    c == ' ' || c == '=' || c == '"' || c.is_control() || c.is_whitespace() || c == '\\'
+}
+
+/// [`char_needs_quoting`] for an ASCII byte: space and below, `=`, `"`, `\\`, DEL.
+fn ascii_needs_quoting(b: u8) -> bool {
+    b <= b' ' || b == b'=' || b == b'"' || b == b'\\' || b == 0x7f
+}
+
 /// Whether a value must be double-quoted to survive a round trip.
+///
+/// This runs for every value of every event on the task's thread, so ASCII is checked a
+/// byte at a time without decoding characters; from the first non-ASCII byte on, the
+/// rest is checked by character (Unicode whitespace and C1 controls need quotes too).
 pub fn needs_quoting(value: &str) -> bool {
-    value.chars().any(|c| {
-        c == ' ' || c == '=' || c == '"' || c.is_control() || c.is_whitespace() || c == '\\'
-    })
+    for (i, &b) in value.as_bytes().iter().enumerate() {
+        if b >= 0x80 {
+            // Every byte before `i` was ASCII, so `i` is a character boundary.
+            return value[i..].chars().any(char_needs_quoting);
+        }
+        if ascii_needs_quoting(b) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Appends `key`, dropping the characters a key cannot hold. A key left empty is written
 /// as `_`, so the line stays parseable.
 pub fn write_key(out: &mut String, key: &str) {
+    // The common case, a plain ASCII name, is copied whole.
+    if !key.is_empty() && key.bytes().all(|b| b < 0x80 && !ascii_needs_quoting(b)) {
+        out.push_str(key);
+        return;
+    }
     let start = out.len();
     out.extend(key.chars().filter(|&c| is_key_char(c)));
     if out.len() == start {
