@@ -846,7 +846,7 @@ impl DiskBuffer {
         let ledger = &self.ledger;
         let releasable = self.sealed.iter().any(|s| {
             s.records.iter().all(|r| ledger.is_done(r.id))
-                && !keep_from.is_some_and(|k| s.last_id().is_some_and(|last| last >= k))
+                && keep_from.is_none_or(|k| s.last_id().is_none_or(|last| last < k))
         });
         if releasable {
             self.persist_ledger()?;
