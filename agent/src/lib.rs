@@ -22,9 +22,10 @@
 //!   system's trust store.
 //!
 //! Signals: SIGTERM (and Ctrl-C) stop the agent in order (see [`run`]). SIGHUP reloads
-//! the configuration where that is safe (redaction); settings that need a restart are
-//! logged as such and keep their old value, and a configuration that does not load is
-//! rejected with the old one kept (see `reload`, and [`run_reloadable`]).
+//! the configuration where that is safe (redaction, batch limits, added file globs);
+//! settings that need a restart are logged as such and keep their old value, and a
+//! configuration that does not load is rejected with the old one kept (see `reload`, and
+//! [`run_reloadable`]).
 //!
 //! # What "nothing lost" covers
 //!
@@ -116,8 +117,8 @@ pub const MAX_BLOCKING_THREADS: usize = 2;
 /// Runs the agent until `shutdown` completes, then stops: inputs stop reading, the batcher
 /// writes the last batch and fsyncs the buffer and read positions, requests in flight get
 /// `forward.shutdown_grace` to finish. Unacknowledged batches stay in the buffer and are
-/// sent on the next start. SIGHUP changes nothing here (there is no source to reload
-/// from); see [`run_reloadable`].
+/// sent on the next start. SIGHUP is caught and logged but reloads nothing (there is no
+/// source to reload from); see [`run_reloadable`].
 pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()>,
