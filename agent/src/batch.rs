@@ -28,6 +28,8 @@
 //!   `dropped_batches` for `drop_oldest`) and, once the pressure is over (an append
 //!   meets no full buffer and leaves it under half full; tried every second even without
 //!   new lines), reported in one `level=warn` event.
+//! - A configuration reload may change `[batch]` ([`Batcher::tuning`]); the new limits
+//!   apply from the next line on.
 //! - At shutdown the batcher drains the channel until every input has hung up, writes the
 //!   last batch and fsyncs; while shutting down, a batch that cannot be written is dropped
 //!   (counted) instead of blocking the exit.
@@ -95,6 +97,8 @@ pub(crate) struct Batcher {
     pub(crate) rx: mpsc::Receiver<InputLine>,
     pub(crate) buffer: BufferHandle,
     pub(crate) config: BatchConfig,
+    /// New `[batch]` settings from a configuration reload.
+    pub(crate) tuning: watch::Receiver<BatchConfig>,
     pub(crate) policy: FullPolicy,
     pub(crate) positions: Arc<Mutex<Positions>>,
     pub(crate) metrics: Arc<Metrics>,
@@ -173,6 +177,9 @@ impl Batcher {
         self.state.durable_id = durable;
         self.state.last_id = durable;
         loop {
+            if self.tuning.has_changed().unwrap_or(false) {
+                self.config = self.tuning.borrow_and_update().clone();
+            }
             let now = Instant::now();
             let batch_deadline = self.state.next_cut(self.config.max_wait);
             let sync_deadline = self.state.sync_deadline;
