@@ -361,10 +361,13 @@ impl Redactor {
             if value.is_empty() {
                 continue;
             }
-            // One overlapping scan says which rules match. An `is_match` first would
-            // cost the same full scan on a value that matches nothing, and a second
-            // scan on every value that does (with addresses or numbers in most log
-            // lines, many do): measured, dropping it halved the cost of redaction.
+            // `is_match` is a plain (non-overlapping) scan that can stop early; nearly
+            // every value matches nothing, so the overlapping `matches` runs rarely.
+            // (Dropping it measured the same within noise on the loghub corpus: a few
+            // percent faster with every detector on, a few slower with the defaults.)
+            if !self.set.is_match(value) {
+                continue;
+            }
             let matched = self.set.matches(value);
             if !matched.matched_any() {
                 continue;
