@@ -279,25 +279,25 @@ impl Visit for FieldVisitor<'_> {
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.raw(field.name(), |s| {
-            let _ = write!(s, "{value}");
+            s.push_str(itoa::Buffer::new().format(value))
         });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.raw(field.name(), |s| {
-            let _ = write!(s, "{value}");
+            s.push_str(itoa::Buffer::new().format(value))
         });
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
         self.raw(field.name(), |s| {
-            let _ = write!(s, "{value}");
+            s.push_str(itoa::Buffer::new().format(value))
         });
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
         self.raw(field.name(), |s| {
-            let _ = write!(s, "{value}");
+            s.push_str(itoa::Buffer::new().format(value))
         });
     }
 
@@ -460,7 +460,7 @@ impl SpoorLayer {
         let inner = &*self.inner;
         let Some(_max) = inner.debug_buffer else {
             self.format(event, ctx, level, scratch);
-            inner.transport.send_str(&scratch.line);
+            inner.transport.send_line(&scratch.line);
             return;
         };
         let direct =

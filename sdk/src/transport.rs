@@ -218,6 +218,17 @@ impl Transport {
         // A logfmt line has no raw newline inside; should one slip in, it is counted as
         // the line break it will be everywhere downstream, so the counts stay true.
         let count = memchr::memchr_iter(b'\n', bytes).count() + usize::from(!terminated);
+        self.enqueue(bytes, terminated, count);
+    }
+
+    /// [`Transport::send_str`] for a line the layer encoded: one line ending in `\n` (its
+    /// encoder escapes every newline inside), so there is nothing to count.
+    pub(crate) fn send_line(&self, line: &str) {
+        debug_assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        self.enqueue(line.as_bytes(), line.ends_with('\n'), 1);
+    }
+
+    fn enqueue(&self, bytes: &[u8], terminated: bool, count: usize) {
         let shared = &*self.shared;
         let mut q = lock(&shared.queue);
         if !q.closed && q.lines < shared.capacity {
