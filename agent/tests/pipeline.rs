@@ -29,6 +29,15 @@ fn assert_each_once(lines: &[String], expected: impl IntoIterator<Item = String>
     );
 }
 
+/// Writes `payload` to the agent's TCP input on one connection and closes it.
+async fn send_tcp(agent: &TestAgent, payload: &[u8]) {
+    let mut tcp = tokio::net::TcpStream::connect(agent.tcp_addr())
+        .await
+        .expect("connect");
+    tcp.write_all(payload).await.expect("write");
+    tcp.shutdown().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_lines_arrive_enriched_and_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -255,12 +264,8 @@ async fn receiver_down_then_up_delivers_everything_once() {
     let config = test_config(dir.path(), &format!("http://127.0.0.1:{port}"));
     let agent = TestAgent::start(config).await;
 
-    let mut tcp = tokio::net::TcpStream::connect(agent.tcp_addr())
-        .await
-        .expect("connect");
     let payload: String = (0..500).map(|i| format!("level=info n=r{i}\n")).collect();
-    tcp.write_all(payload.as_bytes()).await.expect("write");
-    tcp.shutdown().await.expect("close");
+    send_tcp(&agent, payload.as_bytes()).await;
     wait_for_metric(&agent, "spoor_agent_forward_retries_total", 3.0).await;
 
     // Up again, but busy for the first few requests.
@@ -286,12 +291,8 @@ async fn unacked_batches_are_resent_after_restart_with_the_same_key() {
     receiver.always(503);
     let config = test_config(dir.path(), &receiver.url());
     let agent = TestAgent::start(config.clone()).await;
-    let mut tcp = tokio::net::TcpStream::connect(agent.tcp_addr())
-        .await
-        .expect("connect");
     let payload: String = (0..20).map(|i| format!("n=k{i}\n")).collect();
-    tcp.write_all(payload.as_bytes()).await.expect("write");
-    tcp.shutdown().await.expect("close");
+    send_tcp(&agent, payload.as_bytes()).await;
     wait_for_metric(&agent, "spoor_agent_forward_retries_total", 1.0).await;
     agent.stop().await;
 
@@ -308,11 +309,7 @@ async fn rejected_batch_goes_to_deadletter() {
     let receiver = Receiver::start().await;
     receiver.always(400);
     let agent = TestAgent::start(test_config(dir.path(), &receiver.url())).await;
-    let mut tcp = tokio::net::TcpStream::connect(agent.tcp_addr())
-        .await
-        .expect("connect");
-    tcp.write_all(b"level=error n=bad1\n").await.expect("write");
-    tcp.shutdown().await.expect("close");
+    send_tcp(&agent, b"level=error n=bad1\n").await;
     wait_for_metric(&agent, "spoor_agent_deadlettered_batches_total", 1.0).await;
     let dl = dir.path().join(spoor_agent::DEADLETTER_DIR);
     let files: Vec<_> = std::fs::read_dir(&dl)
