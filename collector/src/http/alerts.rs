@@ -100,9 +100,7 @@ pub(super) async fn expire_silence(
         .await
         .map_err(|e| ApiError::internal("expiring the silence", &e))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?
-        .ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("no active silence {id}"))
-        })?;
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no active silence {id}")))?;
     let mut event = spoor_sdk::Event::new();
     event.set_timestamp(time::OffsetDateTime::now_utc());
     event.push("level", "info");
