@@ -949,7 +949,7 @@
     const box = el('div', { id: 'dlq-dryrun', class: 'dryrun' });
     for (const s of res.send || []) {
       box.appendChild(el('div', { class: 'would-send' },
-        el('div', { class: 'dr-head' }, el('strong', { text: 'Would send' }), ' POST ', el('code', { class: 'dr-url', text: str(s.url) })),
+        el('div', { class: 'dr-head' }, el('strong', { text: 'Would send' }), ' to ', el('code', { class: 'dr-url', text: str(s.url) })),
         el('div', null, 'Idempotency-Key: ', el('code', { class: 'dr-key', text: str(s.idempotency_key) })),
         el('pre', { class: 'raw dr-body', text: JSON.stringify(s.body !== undefined ? s.body : s.entry, null, 2) })));
     }

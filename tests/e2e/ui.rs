@@ -235,7 +235,7 @@ max_replays = 2
     // Three dead letters, as the SDK reports them.
     let mut reports = String::new();
     for n in 1..=3 {
-        let run = spoor_sdk::task_run::TaskRun::new("charge", &format!("dl-{n}"))
+        let run = spoor_sdk::task_run::TaskRun::new("charge", format!("dl-{n}"))
             .with_payload_ref(format!("payload-dl-{n}"));
         let t = std::time::SystemTime::now();
         let event = spoor_sdk::deadletter::DeadLetter::new(

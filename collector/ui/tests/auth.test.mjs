@@ -191,7 +191,7 @@ await check('a silence created through the UI is listed, is in the API, and can 
   assert.equal(s.created_by, 'ops');
   const left = Date.parse(s.expires_at) - Date.now();
   assert.ok(left > 110 * 60e3 && left <= 120 * 60e3, `expires in ${left} ms`);
-  await shot('alerts');
+  await shot('auth-alerts-silence');
   await row.locator('.expire-btn').click();
   await row.locator('.expire-btn').click();
   await waitUntil((c) => ![...document.querySelectorAll('#silences tr')].some((r) => r.textContent.includes(c)), comment, 'the silence gone');
