@@ -241,7 +241,12 @@ max_replays = 2
         let event = spoor_sdk::deadletter::DeadLetter::new(
             &run,
             3,
-            "card processor timed out",
+            if n == 1 {
+                // Dead-letter fields are log content too: shown as text, never run.
+                "<img src=x onerror=\"window.__xss=1\"> card processor timed out"
+            } else {
+                "card processor timed out"
+            },
             t - std::time::Duration::from_secs(60),
             t,
         )
@@ -269,6 +274,17 @@ max_replays = 2
             ("SPOOR_UI_DLQ_URL", DLQ_URL),
         ],
     );
+    // Expiring a silence (the UI's `Expire`): admin only, 404 for an unknown id.
+    let http = reqwest::blocking::Client::new();
+    let expire = |token: &str| {
+        http.delete(format!("{}/api/v1/alerts/silences/no-such-id", c.url()))
+            .bearer_auth(token)
+            .send()
+            .expect("DELETE silence")
+            .status()
+    };
+    assert_eq!(expire(READ_TOKEN), 403);
+    assert_eq!(expire(ADMIN_TOKEN), 404);
 }
 
 #[test]

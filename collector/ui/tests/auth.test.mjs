@@ -118,6 +118,12 @@ await check('with the admin token, a dry-run replay of one entry shows what woul
   assert.equal(listed.status, 200);
   assert.equal(listed.body.total, 3);
   await waitUntil(() => document.querySelectorAll('#dlq-table tbody tr').length === 3, null, '3 rows');
+  // The first entry's error is an HTML payload: shown literally, never run.
+  const dl1 = listed.body.entries.find((e) => e.task_id === 'dl-1');
+  assert.match(dl1.error, /^<img src=x onerror=/);
+  assert.equal(await page.locator(`#dlq-table tr[data-id="${dl1.id}"] .clip`).textContent(), dl1.error);
+  assert.equal(await page.locator('#view-dlq img').count(), 0);
+  assert.equal(await page.evaluate(() => typeof window.__xss), 'undefined', 'an XSS payload ran');
   dl2 = listed.body.entries.find((e) => e.task_id === 'dl-2');
   const row = page.locator(`#dlq-table tr[data-id="${dl2.id}"]`);
   await row.locator('.dlq-dry').click();
@@ -175,7 +181,7 @@ await check('the alerts page shows the rule, its state and its history', async (
 });
 
 await check('a silence created through the UI is listed, is in the API, and can be expired', async () => {
-  const comment = `ui test ${Date.now()}`;
+  const comment = `<b>ui test</b> ${Date.now()}`;
   await page.selectOption('#silence-rule', 'ui-errors');
   await page.fill('#silence-matchers', 'team=payments');
   await page.fill('#silence-duration', '2h');
@@ -184,6 +190,7 @@ await check('a silence created through the UI is listed, is in the API, and can 
   const row = page.locator('#silences tr.silence', { hasText: comment });
   await row.waitFor();
   assert.match(await row.textContent(), /alertname=ui-errors team=payments/);
+  assert.equal(await page.locator('#silences b').count(), 0, 'the comment is text');
   const api = (await apiGet('/api/v1/alerts', {}, READ)).body;
   const s = api.silences.find((x) => x.comment === comment);
   assert.ok(s, JSON.stringify(api.silences));
