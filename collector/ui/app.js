@@ -921,8 +921,12 @@
       try {
         const res = await api('/api/v1/dlq/' + encodeURIComponent(str(entry.id)) + '/replay', null, { method: 'POST' });
         const job = res.job || {};
-        report(el('div', { class: 'note', id: 'dlq-replayed', text: 'Replay ' + (job.failed ? 'failed' : 'sent') +
-          ' · entry is now ' + str((res.entry || {}).state) }));
+        const e = res.entry || {};
+        const answer = e.last_attempt ? ' · ' + (e.last_attempt.status ? 'HTTP ' + e.last_attempt.status : '') +
+          (e.last_attempt.answer ? ' ' + str(e.last_attempt.answer) : '') : '';
+        report(el('div', { class: job.failed ? 'note err' : 'note', id: 'dlq-replayed',
+          text: (job.failed ? 'Replay failed' : (job.refused ? 'Replay refused' : 'Replayed')) +
+            ' · entry is now ' + str(e.state) + answer }));
         refreshDlqRow(res.entry);
       } catch (e) { fail(e, 'Replay refused'); }
     };

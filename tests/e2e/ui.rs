@@ -152,7 +152,7 @@ fn ui_in_a_real_browser() {
 const READ_TOKEN: &str = "ui-read-4f9c2e";
 const ADMIN_TOKEN: &str = "ui-admin-8d13a7";
 const INGEST_TOKEN: &str = "ui-ingest-27b5f0";
-/// Where dead letters would be replayed to; the test only dry-runs, so nothing listens.
+/// Where dead letters are replayed to: nothing listens there, so a real replay fails.
 const DLQ_URL: &str = "http://127.0.0.1:9/replay";
 
 /// POSTs lines with a bearer token.

@@ -43,6 +43,7 @@ const waitTotal = (n) => waitUntil((n) => {
   const t = document.getElementById('total');
   return t && Number(t.dataset.total) === n;
 }, n, `total ${n}`);
+const xssUnset = async () => assert.equal(await page.evaluate(() => typeof window.__xss), 'undefined', 'an XSS payload ran');
 async function enterToken(tok) {
   await page.locator('#token-form').waitFor();
   await page.fill('#token-input', tok);
@@ -123,7 +124,7 @@ await check('with the admin token, a dry-run replay of one entry shows what woul
   assert.match(dl1.error, /^<img src=x onerror=/);
   assert.equal(await page.locator(`#dlq-table tr[data-id="${dl1.id}"] .clip`).textContent(), dl1.error);
   assert.equal(await page.locator('#view-dlq img').count(), 0);
-  assert.equal(await page.evaluate(() => typeof window.__xss), 'undefined', 'an XSS payload ran');
+  await xssUnset();
   dl2 = listed.body.entries.find((e) => e.task_id === 'dl-2');
   const row = page.locator(`#dlq-table tr[data-id="${dl2.id}"]`);
   await row.locator('.dlq-dry').click();
@@ -160,6 +161,21 @@ await check('discarding an entry takes two clicks and shows in the API', async (
   assert.equal(e.state, 'discarded');
   assert.match(e.discarded_by, /^ops\b/);
   assert.equal(await page.locator(`#dlq-table tr[data-id="${dl3.id}"] .state`).textContent(), 'discarded');
+});
+
+await check('replaying an entry to an unreachable target shows the failure', async () => {
+  const dl1 = (await apiGet('/api/v1/dlq', {}, ADMIN)).body.entries.find((e) => e.task_id === 'dl-1');
+  await page.locator(`#dlq-table tr[data-id="${dl1.id}"] .dlq-inspect`).click();
+  await page.waitForSelector(`#dlq-detail[data-id="${dl1.id}"]`);
+  await page.click('#dlq-detail .dlq-replay-btn');
+  await page.click('#dlq-detail .dlq-replay-btn');
+  await page.locator('#dlq-replayed').waitFor();
+  assert.match(await page.locator('#dlq-replayed').textContent(), /^Replay failed · entry is now failed/);
+  const e = (await apiGet(`/api/v1/dlq/${dl1.id}`, {}, ADMIN)).body;
+  assert.equal(e.state, 'failed');
+  assert.equal(e.replays, 1);
+  assert.equal(await page.locator(`#dlq-table tr[data-id="${dl1.id}"] .state`).textContent(), 'failed');
+  await xssUnset();
 });
 
 await check('the alerts page shows the rule, its state and its history', async () => {
