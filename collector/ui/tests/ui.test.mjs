@@ -300,6 +300,12 @@ await check('XSS payloads are shown literally and never run', async () => {
   assert.ok((await page.locator('#pipeline-table td').allTextContents()).includes('<img src=x onerror=window.__xss=1>'));
   assert.equal(await page.locator('#pipeline img').count(), 0);
   await xssUnset();
+  // Series names of a chart are log content too.
+  await page.goto(`${base}/?q=${encodeURIComponent('task:xss_probe | timechart 1m count by host')}&from=all`);
+  await page.waitForSelector('#timechart svg path.series', { state: 'attached' });
+  assert.ok((await page.locator('#timechart .legend-item').allTextContents()).includes('<img src=x onerror=window.__xss=1>'));
+  assert.equal(await page.locator('#pipeline img').count(), 0);
+  await xssUnset();
   await page.goto(`${base}/?q=task:xss_probe&from=all`);
   await page.waitForSelector('#results .row');
   await page.locator('#results .row .row-head').first().click();
