@@ -285,6 +285,35 @@ max_replays = 2
     };
     assert_eq!(expire(READ_TOKEN), 403);
     assert_eq!(expire(ADMIN_TOKEN), 404);
+    // The same through the CLI: `spoor alerts expire ID`.
+    let made: serde_json::Value = http
+        .post(format!("{}/api/v1/alerts/silences", c.url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"rule": "ui-errors", "duration": "1h", "comment": "cli"}))
+        .send()
+        .expect("POST silence")
+        .json()
+        .expect("JSON");
+    let id = made["id"].as_str().expect("silence id");
+    let url = c.url();
+    let env = [
+        ("SPOOR_COLLECTOR", url.as_str()),
+        ("SPOOR_TOKEN", ADMIN_TOKEN),
+    ];
+    let (code, out, err) = crate::harness::run_cli(&["alerts", "expire", id], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("silence {id} expired")), "{out}");
+    let listed: serde_json::Value = http
+        .get(format!("{}/api/v1/alerts", c.url()))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .expect("GET alerts")
+        .json()
+        .expect("JSON");
+    assert_eq!(listed["silences"], serde_json::json!([]), "{listed}");
+    let (code, _, err) = crate::harness::run_cli(&["alerts", "expire", id], &env);
+    assert_ne!(code, 0, "expiring twice fails");
+    assert!(err.contains("no active silence"), "{err}");
 }
 
 #[test]
