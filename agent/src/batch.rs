@@ -7,6 +7,12 @@
 //! first line. The record ID the buffer gives it makes the batch's idempotency key
 //! `{agent_id}-{record_id}`, the same across retries and restarts.
 //!
+//! **Lanes.** Lines are batched per lane, [`LANES`] of them, chosen by a hash of the
+//! line's `source` ([`lane_of`]), so every batch holds lines of one lane only and the
+//! lines of one source are in one lane, in the order they were read. The forwarder sends
+//! at most one batch of a lane at a time, in record order ([`crate::forward`]): several
+//! batches are in flight (of different lanes) while the order within a source holds.
+//!
 //! Invariants:
 //! - A batch with file lines is written with a header of the file positions it reached
 //!   ([`encode_header`]), so lines and positions are durable together; see
@@ -22,6 +28,8 @@
 //!   `dropped_batches` for `drop_oldest`) and, once the pressure is over (an append
 //!   meets no full buffer and leaves it under half full; tried every second even without
 //!   new lines), reported in one `level=warn` event.
+//! - A configuration reload may change `[batch]` ([`Batcher::tuning`]); the new limits
+//!   apply from the next line on.
 //! - At shutdown the batcher drains the channel until every input has hung up, writes the
 //!   last batch and fsyncs; while shutting down, a batch that cannot be written is dropped
 //!   (counted) instead of blocking the exit.
@@ -65,11 +73,32 @@ impl Default for BatchConfig {
     }
 }
 
+/// The `source` of the agent's own events.
+const AGENT_SOURCE: &str = "agent";
+
+/// How many lanes lines are batched in (see the module docs). Fixed, so that records
+/// written before a restart map to the same lanes after it.
+pub(crate) const LANES: usize = 16;
+
+/// The lane of the lines of `source` (`tcp`, `unix`, `syslog`, a file path, ...): FNV-1a,
+/// written here because it is five lines and must stay the same across versions (a
+/// library's hasher may change its output between releases).
+pub(crate) fn lane_of(source: &str) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in source.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % LANES as u64) as usize
+}
+
 /// The batching stage.
 pub(crate) struct Batcher {
     pub(crate) rx: mpsc::Receiver<InputLine>,
     pub(crate) buffer: BufferHandle,
     pub(crate) config: BatchConfig,
+    /// New `[batch]` settings from a configuration reload.
+    pub(crate) tuning: watch::Receiver<BatchConfig>,
     pub(crate) policy: FullPolicy,
     pub(crate) positions: Arc<Mutex<Positions>>,
     pub(crate) metrics: Arc<Metrics>,
@@ -81,13 +110,20 @@ pub(crate) struct Batcher {
     pub(crate) state: BatchState,
 }
 
-/// What the batcher keeps between lines.
+/// The batch being filled in one lane.
 #[derive(Debug, Default)]
-pub(crate) struct BatchState {
-    batch: Vec<u8>,
+struct OpenBatch {
+    lines: Vec<u8>,
     events: usize,
     started: Option<Instant>,
-    batch_positions: HashMap<FileKey, FilePosition>,
+    positions: HashMap<FileKey, FilePosition>,
+}
+
+/// What the batcher keeps between lines.
+#[derive(Debug)]
+pub(crate) struct BatchState {
+    /// One open batch per lane.
+    open: Vec<OpenBatch>,
     /// Positions waiting for their record to become durable: (record ID, positions).
     pending: VecDeque<(u64, Vec<FilePosition>)>,
     last_id: u64,
@@ -103,6 +139,37 @@ pub(crate) struct BatchState {
     kept_from: Option<u64>,
 }
 
+impl Default for BatchState {
+    fn default() -> Self {
+        BatchState {
+            open: (0..LANES).map(|_| OpenBatch::default()).collect(),
+            pending: VecDeque::new(),
+            last_id: 0,
+            durable_id: 0,
+            sync_deadline: None,
+            dropped_unreported: 0,
+            last_append_full: false,
+            dropped_batches_unreported: 0,
+            kept_from: None,
+        }
+    }
+}
+
+impl BatchState {
+    /// When the oldest open batch is due to be cut, if any holds lines.
+    fn next_cut(&self, max_wait: Duration) -> Option<Instant> {
+        self.open
+            .iter()
+            .filter_map(|b| b.started)
+            .min()
+            .map(|t| t + max_wait)
+    }
+
+    fn holds_lines(&self) -> bool {
+        self.open.iter().any(|b| b.events > 0)
+    }
+}
+
 impl Batcher {
     /// Runs until every input hung up; then writes and fsyncs what is left.
     pub(crate) async fn run(mut self) -> Result<(), AgentError> {
@@ -110,8 +177,11 @@ impl Batcher {
         self.state.durable_id = durable;
         self.state.last_id = durable;
         loop {
+            if self.tuning.has_changed().unwrap_or(false) {
+                self.config = self.tuning.borrow_and_update().clone();
+            }
             let now = Instant::now();
-            let batch_deadline = self.state.started.map(|t| t + self.config.max_wait);
+            let batch_deadline = self.state.next_cut(self.config.max_wait);
             let sync_deadline = self.state.sync_deadline;
             tokio::select! {
                 line = self.rx.recv() => match line {
@@ -119,7 +189,7 @@ impl Batcher {
                     None => break,
                 },
                 _ = tokio::time::sleep_until(batch_deadline.unwrap_or(now).into()), if batch_deadline.is_some() => {
-                    self.flush().await?;
+                    self.flush_due().await?;
                 }
                 _ = tokio::time::sleep_until(sync_deadline.unwrap_or(now).into()), if sync_deadline.is_some() => {
                     self.sync(false).await?;
@@ -129,8 +199,22 @@ impl Batcher {
                 }
             }
         }
-        self.flush().await?;
+        for lane in 0..LANES {
+            self.flush(lane).await?;
+        }
         self.sync(true).await?;
+        Ok(())
+    }
+
+    /// Cuts every batch that has waited `max_wait`.
+    async fn flush_due(&mut self) -> Result<(), AgentError> {
+        let now = Instant::now();
+        for lane in 0..LANES {
+            let started = self.state.open[lane].started;
+            if started.is_some_and(|t| t + self.config.max_wait <= now) {
+                self.flush(lane).await?;
+            }
+        }
         Ok(())
     }
 
@@ -139,38 +223,39 @@ impl Batcher {
             // Dropped by a `drop_event` redaction rule: nothing to write; its read
             // position travels with the next batch.
             if let Some(p) = line.position {
-                self.state.batch_positions.insert(p.key, p);
+                self.state.open[line.lane].positions.insert(p.key, p);
             }
             return Ok(());
         }
-        let s = &mut self.state;
-        if s.events > 0 && s.batch.len() + line.line.len() + 1 > self.config.max_bytes {
-            self.flush().await?;
+        let lane = line.lane % LANES;
+        let b = &self.state.open[lane];
+        if b.events > 0 && b.lines.len() + line.line.len() + 1 > self.config.max_bytes {
+            self.flush(lane).await?;
         }
-        let s = &mut self.state;
-        s.batch.extend_from_slice(line.line.as_bytes());
-        s.batch.push(b'\n');
-        s.events += 1;
-        s.started.get_or_insert_with(Instant::now);
+        let b = &mut self.state.open[lane];
+        b.lines.extend_from_slice(line.line.as_bytes());
+        b.lines.push(b'\n');
+        b.events += 1;
+        b.started.get_or_insert_with(Instant::now);
         if let Some(p) = line.position {
-            s.batch_positions.insert(p.key, p);
+            b.positions.insert(p.key, p);
         }
-        if s.events >= self.config.max_events || s.batch.len() >= self.config.max_bytes {
-            self.flush().await?;
+        if b.events >= self.config.max_events || b.lines.len() >= self.config.max_bytes {
+            self.flush(lane).await?;
         }
         Ok(())
     }
 
-    /// Writes the current batch (if any) to the buffer.
-    async fn flush(&mut self) -> Result<(), AgentError> {
-        let s = &mut self.state;
-        s.started = None;
-        if s.events == 0 {
+    /// Writes the open batch of `lane` (if it holds lines) to the buffer.
+    async fn flush(&mut self, lane: usize) -> Result<(), AgentError> {
+        let b = &mut self.state.open[lane];
+        b.started = None;
+        if b.events == 0 {
             return Ok(());
         }
-        let lines = std::mem::take(&mut s.batch);
-        let events = std::mem::take(&mut s.events);
-        let mut positions: Vec<FilePosition> = s.batch_positions.drain().map(|(_, p)| p).collect();
+        let lines = std::mem::take(&mut b.lines);
+        let events = std::mem::take(&mut b.events);
+        let mut positions: Vec<FilePosition> = b.positions.drain().map(|(_, p)| p).collect();
         positions.sort_by_key(|p| (p.key.dev, p.key.ino));
         let data = if positions.is_empty() {
             lines
@@ -315,15 +400,15 @@ impl Batcher {
         let raw = self.drop_report();
         self.state.dropped_unreported = 0;
         self.state.dropped_batches_unreported = 0;
-        let (line, _) = self.enricher.enrich(raw.as_bytes(), "agent");
+        let (line, _) = self.enricher.enrich(raw.as_bytes(), AGENT_SOURCE);
         if line.is_empty() {
             return;
         }
-        let s = &mut self.state;
-        s.batch.extend_from_slice(line.as_bytes());
-        s.batch.push(b'\n');
-        s.events += 1;
-        s.started.get_or_insert_with(Instant::now);
+        let b = &mut self.state.open[lane_of(AGENT_SOURCE)];
+        b.lines.extend_from_slice(line.as_bytes());
+        b.lines.push(b'\n');
+        b.events += 1;
+        b.started.get_or_insert_with(Instant::now);
     }
 
     /// The raw report line of the drops not yet reported.
@@ -337,11 +422,11 @@ impl Batcher {
     /// With nothing else to write, appends the drop report on its own once the buffer has
     /// room again (it is not itself dropped when there is none: it waits).
     async fn try_report_drops(&mut self) {
-        if self.state.events > 0 {
+        if self.state.holds_lines() {
             return;
         }
         let raw = self.drop_report();
-        let (line, _) = self.enricher.enrich(raw.as_bytes(), "agent");
+        let (line, _) = self.enricher.enrich(raw.as_bytes(), AGENT_SOURCE);
         let data = format!("{line}\n").into_bytes();
         let (result, durable, deadline) = self
             .buffer
@@ -425,5 +510,25 @@ impl Batcher {
             Err(e) => tracing::warn!(error = %e, "Could not persist file read positions."),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_are_stable_and_spread() {
+        // Records written before an upgrade must map to the same lanes after it.
+        assert_eq!(lane_of("tcp"), lane_of("tcp"));
+        let fixed: Vec<usize> = ["tcp", "unix", "syslog", "agent", "spill"]
+            .iter()
+            .map(|s| lane_of(s))
+            .collect();
+        assert_eq!(fixed, vec![0, 3, 12, 6, 13]);
+        let files: std::collections::HashSet<usize> = (0..200)
+            .map(|i| lane_of(&format!("/var/log/app-{i}.log")))
+            .collect();
+        assert_eq!(files.len(), LANES, "200 files should use every lane");
     }
 }

@@ -1,9 +1,10 @@
 //! The agent's configuration: every setting, its documented default, and its checks.
 //!
 //! [`AgentConfig::load`] reads one TOML file (or none: every field has a default), checks
-//! it once and resolves the token. Errors name the offending key. The `spoor` binary applies
-//! its flags and `SPOOR_*` environment variables on top by setting the public fields, then
-//! calls [`AgentConfig::validate`] again. Per-component settings live beside their
+//! it once and resolves the token. Errors name the offending key. The command line
+//! ([`crate::cli`]) instead reads the file with [`AgentConfig::read_file`], applies its
+//! flags and `SPOOR_*` environment variables on top (flag > environment > file > default)
+//! and then calls [`AgentConfig::finish`], so the checks see the effective values. Per-component settings live beside their
 //! components ([`BatchConfig`], [`ForwardConfig`]); this module holds the rest.
 
 use std::fmt;
@@ -249,7 +250,16 @@ impl AgentConfig {
     /// Reads the TOML file (or starts from the defaults without one), checks it and
     /// resolves the token from `SPOOR_TOKEN` or `forward.token_file`.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut config = match file {
+        let mut config = Self::read_file(file)?;
+        config.finish()?;
+        Ok(config)
+    }
+
+    /// Reads and parses the TOML file (or the defaults without one), without resolving
+    /// the token or checking values: callers apply their overrides, then call
+    /// [`AgentConfig::finish`].
+    pub fn read_file(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Ok(match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_path_buf(),
@@ -261,10 +271,14 @@ impl AgentConfig {
                 })?
             }
             None => AgentConfig::default(),
-        };
-        config.token = config.resolve_token(std::env::var(TOKEN_ENV).ok())?;
-        config.validate()?;
-        Ok(config)
+        })
+    }
+
+    /// Resolves the token from `SPOOR_TOKEN` or `forward.token_file` and checks every
+    /// value.
+    pub fn finish(&mut self) -> Result<(), ConfigError> {
+        self.token = self.resolve_token(std::env::var(TOKEN_ENV).ok())?;
+        self.validate()
     }
 
     /// Parses TOML text without touching the environment or checking values.

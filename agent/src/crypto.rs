@@ -16,7 +16,10 @@
 //! nonce repeats under one key. The record ID is also the associated data, so a record
 //! moved elsewhere fails to open. Rotation: new segments use the current key; segments
 //! sealed with a key listed in `old_key_files` stay readable; a segment whose key is not
-//! listed stops the agent at start with the key ID in the error. Segments written before
+//! listed is moved to `DATA_DIR/buffer/quarantine/` at start (logged with its path and
+//! key ID, counted in `/metrics`) and the agent runs on; a later start with that key
+//! listed delivers it (see `buffer::quarantine`). A record that fails authentication is
+//! logged with its segment and offset, skipped and counted. Segments written before
 //! encryption was turned on (plain) stay readable.
 //!
 //! # What is not encrypted
@@ -628,16 +631,10 @@ mod tests {
 
     use crate::buffer::{BUFFER_DIR, BufferError, DiskBuffer};
 
-    #[test]
-    fn the_buffer_skips_a_record_failing_authentication_and_delivers_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut b = open_buffer(dir.path(), KeyRing::new(key(1), vec![])).unwrap();
-        for i in 1..=3 {
-            b.append(format!("msg=secret-{i}").as_bytes()).unwrap();
-        }
-        b.flush_and_sync().unwrap();
-        drop(b);
-        let seg = std::fs::read_dir(dir.path().join(BUFFER_DIR))
+    /// Flips one ciphertext byte of record 2 of the only segment and fixes its CRC (a CRC
+    /// is no defence): only authentication can notice.
+    fn flip_record_2(data_dir: &Path) {
+        let seg = std::fs::read_dir(data_dir.join(BUFFER_DIR))
             .unwrap()
             .flatten()
             .map(|e| e.path())
@@ -654,18 +651,95 @@ mod tests {
         let crc = crc32fast::hash(&bytes[second + 8..second + 8 + len]);
         bytes[second + 4..second + 8].copy_from_slice(&crc.to_le_bytes());
         std::fs::write(&seg, &bytes).unwrap();
+    }
 
-        let err = open_buffer(dir.path(), KeyRing::new(key(2), vec![])).unwrap_err();
-        assert!(
-            matches!(&err, BufferError::KeyUnavailable { key_id, .. } if *key_id == key(1).id_hex()),
-            "{err:?}"
+    #[test]
+    fn a_segment_with_an_unknown_key_is_quarantined_and_restored_when_the_key_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open_buffer(dir.path(), KeyRing::new(key(1), vec![])).unwrap();
+        for i in 1..=3 {
+            b.append(format!("msg=secret-{i}").as_bytes()).unwrap();
+        }
+        b.flush_and_sync().unwrap();
+        drop(b);
+        flip_record_2(dir.path());
+
+        // Only key 2: the segment sealed with key 1 goes to quarantine, nothing is lost
+        // and the buffer works.
+        let mut b = open_buffer(dir.path(), KeyRing::new(key(2), vec![])).unwrap();
+        assert_eq!(b.restore_quarantined(|c| c).unwrap(), 0);
+        let stats = b.stats();
+        assert_eq!(
+            (stats.quarantined_segments, stats.quarantined_records),
+            (1, 3)
         );
+        assert!(drain(&mut b).is_empty());
+        let id = b.append(b"msg=new").unwrap();
+        assert!(
+            id > 3,
+            "IDs of the quarantined records are not reused: {id}"
+        );
+        b.flush_and_sync().unwrap();
+        assert_eq!(drain(&mut b), vec![(id, b"msg=new".to_vec())]);
+        b.ack(id).unwrap();
+        drop(b);
+        let quarantine = dir
+            .path()
+            .join(BUFFER_DIR)
+            .join(crate::buffer::QUARANTINE_DIR);
+        assert_eq!(
+            std::fs::read_dir(&quarantine).unwrap().count(),
+            2,
+            "segment and note"
+        );
+
+        // Key 1 listed again: the readable records come back as new records, the one
+        // failing authentication is skipped and counted, and the quarantine empties.
         let mut b = open_buffer(dir.path(), KeyRing::new(key(2), vec![key(1)])).unwrap();
+        assert_eq!(b.restore_quarantined(|c| c).unwrap(), 2);
+        let got: Vec<Vec<u8>> = drain(&mut b).into_iter().map(|(_, c)| c).collect();
+        assert_eq!(
+            got,
+            vec![b"msg=secret-1".to_vec(), b"msg=secret-3".to_vec()]
+        );
+        let stats = b.stats();
+        assert_eq!(stats.undecryptable_records, 1);
+        assert_eq!(stats.restored_records, 2);
+        assert_eq!(stats.quarantined_segments, 0);
+        assert_eq!(std::fs::read_dir(&quarantine).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_flipped_byte_is_skipped_when_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = || KeyRing::new(key(1), vec![]);
+        let mut b = open_buffer(dir.path(), keys()).unwrap();
+        for i in 1..=3 {
+            b.append(format!("msg=secret-{i}").as_bytes()).unwrap();
+        }
+        b.flush_and_sync().unwrap();
+        drop(b);
+        flip_record_2(dir.path());
+        let mut b = open_buffer(dir.path(), keys()).unwrap();
         assert_eq!(
             drain(&mut b),
             vec![(1, b"msg=secret-1".to_vec()), (3, b"msg=secret-3".to_vec())]
         );
         assert_eq!(b.stats().corrupt_records, 1);
+        assert_eq!(b.stats().undecryptable_records, 1);
+        // A copy of the damaged segment is kept for investigation, never restored.
+        let quarantine = dir
+            .path()
+            .join(BUFFER_DIR)
+            .join(crate::buffer::QUARANTINE_DIR);
+        let copies: Vec<_> = std::fs::read_dir(&quarantine)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(copies, vec!["segment-00000000000000000000.buf.damaged"]);
+        assert_eq!(b.restore_quarantined(|c| c).unwrap(), 0);
+        assert_eq!(b.stats().quarantined_segments, 0);
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub(crate) struct Enricher {
     agent_id: String,
     host: String,
     options: ReadOptions,
-    redactor: Option<std::sync::Arc<crate::redact::Redactor>>,
+    redactor: crate::redact::RedactorSlot,
 }
 
 impl Enricher {
@@ -28,15 +28,13 @@ impl Enricher {
             agent_id,
             host,
             options: ReadOptions { max_line_bytes },
-            redactor: None,
+            redactor: crate::redact::RedactorSlot::default(),
         }
     }
 
-    /// Redacts every event with `redactor` (before enrichment).
-    pub(crate) fn with_redactor(
-        mut self,
-        redactor: Option<std::sync::Arc<crate::redact::Redactor>>,
-    ) -> Self {
+    /// Redacts every event with the redactor in `redactor` (before enrichment); a
+    /// configuration reload swaps what the slot holds.
+    pub(crate) fn with_redactor(mut self, redactor: crate::redact::RedactorSlot) -> Self {
         self.redactor = redactor;
         self
     }
@@ -54,7 +52,7 @@ impl Enricher {
         received: OffsetDateTime,
     ) -> (String, LineFlags) {
         let (mut event, flags) = read_line(raw, &self.options);
-        if let Some(r) = &self.redactor
+        if let Some(r) = self.redactor.load().as_deref()
             && r.apply(&mut event) == crate::redact::Outcome::Drop
         {
             return (String::new(), flags);

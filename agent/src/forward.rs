@@ -6,26 +6,36 @@
 //! with `Idempotency-Key: {agent_id}-{record_id}`, `X-Spoor-Agent`, `Content-Encoding` and,
 //! when configured, `Authorization: Bearer` → then:
 //! - `2xx` (including `{"duplicate": true}`): acked in the buffer, which deletes it once its
-//!   segment is all acked. Nothing is deleted before this answer.
+//!   segment is all acked. Nothing is deleted before this answer. The ack reaches the
+//!   ledger on disk with the next group commit, not with an fsync of its own: after a
+//!   crash an ack that was not yet persisted means one resend, under the same key, which
+//!   the collector answers as a duplicate.
 //! - network error, `408` or `5xx`: retried without limit, with full-jitter backoff
 //!   (`random(0, min(cap, base * 2^attempt))`); `429` and `503` wait for `Retry-After`
 //!   (seconds) when given.
 //! - any other `4xx`: the batch and the answer go to `DATA_DIR/deadletter/<key>.txt`, then
 //!   the record is acked and `deadlettered_batches_total` counts it: never silently dropped.
 //!
-//! Up to `max_in_flight` records are sent at once, so batches may arrive out of order
-//! (lines keep their `ts`). At shutdown no new record is taken, retries stop, and requests
+//! Up to `max_in_flight` records are sent at once, but never two of one lane: records of
+//! a lane are sent one after the other, in the order they were appended, so the lines of
+//! one source reach the collector in the order they were read, retries included, while
+//! other sources' batches go alongside. At shutdown no new record is taken, retries stop, and requests
 //! in flight get `shutdown_grace` to finish; whatever is not acked is sent again after the
 //! restart under the same key, and the collector answers it as a duplicate.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 
+use spoor_sdk::event::keys;
+use spoor_sdk::logfmt::{ReadOptions, read_line};
+
+use crate::batch::{LANES, lane_of};
 use crate::buffer_handle::BufferHandle;
 use crate::config::{Secret, duration};
 use crate::identity::{random_u64, write_atomically};
@@ -93,7 +103,22 @@ impl Compression {
     /// The body and its `Content-Encoding` (`None` for identity).
     fn compress(self, data: &[u8]) -> std::io::Result<(Vec<u8>, Option<&'static str>)> {
         match self {
-            Compression::Zstd => Ok((zstd::bulk::compress(data, 3)?, Some("zstd"))),
+            Compression::Zstd => {
+                // One compression context per blocking-pool thread, kept: making one per
+                // batch costs a few hundred KiB of allocation each time.
+                thread_local! {
+                    static ZSTD: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+                        const { std::cell::RefCell::new(None) };
+                }
+                ZSTD.with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    let compressor = match slot.as_mut() {
+                        Some(c) => c,
+                        None => slot.insert(zstd::bulk::Compressor::new(3)?),
+                    };
+                    Ok((compressor.compress(data)?, Some("zstd")))
+                })
+            }
             Compression::Gzip => {
                 let mut enc =
                     flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -123,6 +148,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The lane of a buffer record: that of the `source` of its first line (every line of a
+/// record is of one lane, see [`crate::batch`]).
+fn lane_of_record(content: &[u8]) -> usize {
+    let (_, lines) = split_header(content);
+    let first = lines.split(|&b| b == b'\n').next().unwrap_or_default();
+    let options = ReadOptions {
+        max_line_bytes: usize::MAX,
+    };
+    let (event, _) = read_line(first, &options);
+    event.get(keys::SOURCE).map_or(0, lane_of)
 }
 
 /// Reads `Retry-After` (seconds or an HTTP date).
@@ -163,37 +200,78 @@ enum Outcome {
 
 impl Forwarder {
     /// Runs until `shutdown` turns true, then lets requests in flight finish briefly.
+    ///
+    /// Records are taken from the buffer in order, a few ahead of what is in flight; one
+    /// is started when no earlier record of its lane ([`crate::batch`]) is in flight or
+    /// waiting, and at most `max_in_flight` are in flight.
     pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
+        let max_in_flight = self.config.max_in_flight.max(1);
+        let look_ahead = max_in_flight * 2;
+        let mut waiting: VecDeque<(u64, Vec<u8>, usize)> = VecDeque::new();
+        let mut busy = [false; LANES];
+        let mut lane_of_task: HashMap<tokio::task::Id, usize> = HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
-            while tasks.try_join_next().is_some() {}
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = shutdown.wait_for(|stop| *stop) => break,
-            };
-            match self.buffer.run(|b| b.next_unsent()).await {
-                Ok(Some((id, batch))) => {
-                    let me = self.clone();
-                    let shutdown = shutdown.clone();
-                    tasks.spawn(async move {
-                        me.deliver(id, batch, shutdown).await;
-                        drop(permit);
-                    });
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    inc(&self.metrics.buffer_errors, 1);
-                    tracing::error!(error = %e, "Cannot read the disk buffer.");
+            if *shutdown.borrow() {
+                break;
+            }
+            let mut buffer_empty = false;
+            while waiting.len() < look_ahead {
+                match self.buffer.run(|b| b.next_unsent()).await {
+                    Ok(Some((id, batch))) => {
+                        let lane = lane_of_record(&batch);
+                        waiting.push_back((id, batch, lane));
+                    }
+                    Ok(None) => {
+                        buffer_empty = true;
+                        break;
+                    }
+                    Err(e) => {
+                        inc(&self.metrics.buffer_errors, 1);
+                        tracing::error!(error = %e, "Cannot read the disk buffer.");
+                        buffer_empty = true;
+                        break;
+                    }
                 }
             }
-            drop(permit);
+            // Oldest first; a lane's later records wait behind its earlier ones.
+            let mut held = busy;
+            let mut i = 0;
+            while i < waiting.len() && tasks.len() < max_in_flight {
+                let lane = waiting[i].2;
+                if held[lane] {
+                    i += 1;
+                    continue;
+                }
+                let Some((id, batch, lane)) = waiting.remove(i) else {
+                    break;
+                };
+                held[lane] = true;
+                busy[lane] = true;
+                let me = self.clone();
+                let stop = shutdown.clone();
+                let handle = tasks.spawn(async move { me.deliver(id, batch, stop).await });
+                lane_of_task.insert(handle.id(), lane);
+            }
+            if buffer_empty {
+                // Nothing more to take now: persist deferred acks that are due.
+                if let Err(e) = self.buffer.run(|b| b.maybe_sync(Instant::now())).await {
+                    inc(&self.metrics.buffer_errors, 1);
+                    tracing::warn!(error = %e, "Could not persist acknowledgements; will retry.");
+                }
+            }
             tokio::select! {
-                _ = self.wake.notified() => {}
+                done = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let id = match done {
+                        Some(Ok((id, ()))) => Some(id),
+                        Some(Err(e)) => Some(e.id()),
+                        None => None,
+                    };
+                    if let Some(lane) = id.and_then(|id| lane_of_task.remove(&id)) {
+                        busy[lane] = false;
+                    }
+                }
+                _ = self.wake.notified(), if buffer_empty => {}
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
@@ -339,7 +417,16 @@ impl Forwarder {
     }
 
     async fn ack(&self, id: u64) {
-        if let Err(e) = self.buffer.run(move |b| b.ack(id)).await {
+        // Deferred: the ledger is written with the next group commit, not per batch (an
+        // ack lost to a crash is a resend the collector answers as a duplicate).
+        let acked = self
+            .buffer
+            .run(move |b| {
+                b.ack_deferred([id])?;
+                b.maybe_sync(Instant::now())
+            })
+            .await;
+        if let Err(e) = acked {
             inc(&self.metrics.buffer_errors, 1);
             tracing::error!(record_id = id, error = %e, "Could not record an ack; the batch will be resent after restart.");
         }

@@ -21,9 +21,11 @@
 //! - `tls`: rustls (ring provider) for an `https://` collector; `forward.ca_file` or the
 //!   system's trust store.
 //!
-//! Signals: SIGTERM (and Ctrl-C) stop the agent in order (see [`run`]). SIGHUP does not
-//! reload the configuration yet: it is caught and logged, and the agent keeps running
-//! with the configuration it started with; restart it to apply changes.
+//! Signals: SIGTERM (and Ctrl-C) stop the agent in order (see [`run`]). SIGHUP reloads
+//! the configuration where that is safe (redaction, batch limits, added file globs);
+//! settings that need a restart are logged as such and keep their old value, and a
+//! configuration that does not load is rejected with the old one kept (see `reload`, and
+//! [`run_reloadable`]).
 //!
 //! # What "nothing lost" covers
 //!
@@ -65,6 +67,7 @@ mod identity;
 mod inputs;
 mod metrics;
 pub mod redact;
+mod reload;
 mod tls;
 
 use std::future::Future;
@@ -79,6 +82,7 @@ pub use config::{AgentConfig, BufferSettings, ConfigError, FullPolicy, ListenAdd
 pub use error::AgentError;
 pub use forward::{Compression, DEADLETTER_DIR, ForwardConfig};
 pub use identity::AGENT_ID_FILE;
+pub use reload::{ConfigSource, ReloadError};
 
 use batch::{BatchState, Batcher};
 use buffer::DiskBuffer;
@@ -113,12 +117,33 @@ pub const MAX_BLOCKING_THREADS: usize = 2;
 /// Runs the agent until `shutdown` completes, then stops: inputs stop reading, the batcher
 /// writes the last batch and fsyncs the buffer and read positions, requests in flight get
 /// `forward.shutdown_grace` to finish. Unacknowledged batches stay in the buffer and are
-/// sent on the next start.
+/// sent on the next start. SIGHUP is caught and logged but reloads nothing (there is no
+/// source to reload from); see [`run_reloadable`].
 pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    run_with(config, None, shutdown).await
+}
+
+/// Like [`run`], and on SIGHUP builds the configuration again with `source` (normally
+/// the same file, flags and environment the first one came from) and applies what can
+/// change at run time.
+pub async fn run_reloadable(
+    config: AgentConfig,
+    source: ConfigSource,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    run_with(config, Some(source), shutdown).await
+}
+
+async fn run_with(
+    config: AgentConfig,
+    source: Option<ConfigSource>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
     config.validate()?;
+    let hup = reload::Reloader::catch_sighup();
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| AgentError::Io {
         path: data_dir.clone(),
@@ -139,7 +164,15 @@ pub async fn run(
     buffer_config.keep_from_id = Some(positions.through() + 1);
     let cipher = config.encryption.cipher(&data_dir)?;
     let buffer = tokio::task::spawn_blocking(move || {
-        DiskBuffer::open_with_cipher(&dir, buffer_config, cipher)
+        let mut buffer = DiskBuffer::open_with_cipher(&dir, buffer_config, cipher)?;
+        // Quarantined segments whose key is configured now come back as new records; the
+        // file positions they carried are stale by now, so only their lines are kept.
+        // A failure here must not stop the agent: the segments stay in quarantine.
+        if let Err(e) = buffer.restore_quarantined(|content| split_header(&content).1.to_vec())
+        {
+            tracing::error!(error = %e, "Could not restore quarantined buffer segments; they stay in quarantine until a later start.");
+        }
+        Ok::<_, buffer::BufferError>(buffer)
     })
     .await
     .map_err(|e| AgentError::Task(e.to_string()))??;
@@ -148,21 +181,21 @@ pub async fn run(
     let resume = positions.snapshot();
     let positions = Arc::new(Mutex::new(positions));
     let metrics = Arc::new(Metrics::default());
-    let redactor = if config.redaction {
+    let redactor = redact::RedactorSlot::default();
+    if config.redaction {
         let r = Arc::new(redact::Redactor::new(&config.redact, &data_dir)?);
-        let _ = metrics.redaction.set(r.stats());
-        Some(r)
+        metrics.redaction.store(Some(r.stats()));
+        redactor.store(Some(r));
     } else {
         tracing::warn!("Redaction is off (redaction = false): secrets in lines are kept.");
-        None
-    };
+    }
     let enricher = Arc::new(
         Enricher::new(
             agent_id.clone(),
             identity::host_name(),
             config.max_line_bytes,
         )
-        .with_redactor(redactor),
+        .with_redactor(redactor.clone()),
     );
     tracing::info!(agent_id, data_dir = %data_dir.display(), collector = %config.collector, "Agent starting.");
 
@@ -233,9 +266,13 @@ pub async fn run(
     }
     drop(socket_ctx);
     let file_stop = Arc::new(AtomicBool::new(false));
+    // Globs added to `files` by a reload go to the running file input.
+    let mut file_globs = None;
     let file_thread = if config.files.is_empty() && config.spill_dirs.is_empty() {
         None
     } else {
+        let (globs_tx, globs_rx) = std::sync::mpsc::channel();
+        file_globs = Some(globs_tx);
         let mut patterns = config
             .files
             .iter()
@@ -263,6 +300,7 @@ pub async fn run(
             read_interval: Duration::from_millis(100),
             partial_timeout: Duration::from_secs(1),
             spill,
+            added: Some(globs_rx),
         };
         let handle = std::thread::Builder::new()
             .name("spoor-file-input".into())
@@ -272,10 +310,12 @@ pub async fn run(
     };
     drop(tx);
 
+    let (batch_tuning, batch_tuning_rx) = watch::channel(config.batch.clone());
     let batcher = Batcher {
         rx,
         buffer: buffer.clone(),
         config: config.batch.clone(),
+        tuning: batch_tuning_rx,
         policy: config.buffer.when_full,
         positions,
         metrics: metrics.clone(),
@@ -301,12 +341,22 @@ pub async fn run(
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         admin::AdminState {
-            metrics,
+            metrics: metrics.clone(),
             buffer: buffer.clone(),
         },
         forward_stop_rx,
     ));
-    let hup_task = tokio::spawn(ignore_sighup());
+    let hup_task = tokio::spawn(
+        reload::Reloader {
+            source,
+            current: config,
+            redactor,
+            batch_tuning,
+            file_globs,
+            metrics,
+        }
+        .run(hup),
+    );
 
     // Run until asked to stop, or until the batcher fails (the buffer is unusable).
     let mut early = None;
@@ -337,23 +387,6 @@ pub async fn run(
     batch_result.map_err(|e| AgentError::Task(e.to_string()))??;
     synced?;
     Ok(())
-}
-
-/// SIGHUP: configuration reload is not supported yet, so the signal is caught (its default
-/// action would end the agent without the orderly stop of SIGTERM) and logged with a hint.
-/// To apply a changed configuration, restart the agent: SIGTERM persists everything and
-/// the restart resumes from the buffer and the read positions.
-async fn ignore_sighup() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("Cannot listen for SIGHUP; it will end the agent.");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        tracing::warn!(
-            "SIGHUP received: reloading the configuration is not supported yet; restart the agent (SIGTERM loses nothing) to apply changes."
-        );
-    }
 }
 
 /// Overrides the checkpointed file positions with those of the records written after it

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use spoor_agent::cli::{AgentArgs, load, shutdown_signal};
+use spoor_agent::cli::{AgentArgs, config_source, load, shutdown_signal};
 
 /// spoor-agent: receive and tail logs, redact, buffer to disk, forward to the collector.
 #[derive(Debug, Parser)]
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.args.check_config {
-        println!("configuration is valid");
+        print!("{}", spoor_agent::cli::check_report(&config));
         return ExitCode::SUCCESS;
     }
     let runtime = match spoor_agent::runtime() {
@@ -45,7 +45,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(spoor_agent::run(config, shutdown_signal())) {
+    match runtime.block_on(spoor_agent::run_reloadable(
+        config,
+        config_source(&cli.args),
+        shutdown_signal(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("spoor-agent: error: {e}");

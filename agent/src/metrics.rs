@@ -65,8 +65,12 @@ pub(crate) struct Metrics {
     pub(crate) deadlettered_batches: AtomicU64,
     pub(crate) forward_latency_micros_sum: AtomicU64,
     pub(crate) forward_latency_count: AtomicU64,
-    /// Redaction counts, when redaction is on.
-    pub(crate) redaction: std::sync::OnceLock<std::sync::Arc<crate::redact::RedactStats>>,
+    /// Redaction counts, when redaction is on (swapped with the redactor on reload).
+    pub(crate) redaction: arc_swap::ArcSwapOption<crate::redact::RedactStats>,
+    /// Configuration reloads (SIGHUP) applied.
+    pub(crate) config_reloads_ok: AtomicU64,
+    /// Configuration reloads rejected (the old configuration stayed in force).
+    pub(crate) config_reloads_error: AtomicU64,
 }
 
 pub(crate) fn inc(counter: &AtomicU64, by: u64) {
@@ -215,7 +219,22 @@ impl Metrics {
             "Number of successful ingest requests.",
             &one(&self.forward_latency_count),
         );
-        if let Some(r) = self.redaction.get() {
+        family(
+            "config_reloads_total",
+            "counter",
+            "Configuration reloads (SIGHUP): ok = applied, error = rejected, old configuration kept.",
+            &[
+                (
+                    "{result=\"ok\"}".to_string(),
+                    get(&self.config_reloads_ok) as f64,
+                ),
+                (
+                    "{result=\"error\"}".to_string(),
+                    get(&self.config_reloads_error) as f64,
+                ),
+            ],
+        );
+        if let Some(r) = self.redaction.load_full() {
             let rows: Vec<(String, f64)> = r
                 .per_rule()
                 .into_iter()
@@ -268,6 +287,30 @@ impl Metrics {
                 "counter",
                 "Batches dropped unacknowledged by the drop_oldest policy.",
                 &[(String::new(), s.records_dropped as f64)],
+            );
+            family(
+                "buffer_undecryptable_records_total",
+                "counter",
+                "Buffered batches skipped because they failed authentication (altered, or sealed with another key).",
+                &[(String::new(), s.undecryptable_records as f64)],
+            );
+            family(
+                "buffer_quarantined_segments",
+                "gauge",
+                "Segments in DATA_DIR/buffer/quarantine waiting for their key.",
+                &[(String::new(), s.quarantined_segments as f64)],
+            );
+            family(
+                "buffer_quarantined_records",
+                "gauge",
+                "Unacknowledged batches in quarantined segments.",
+                &[(String::new(), s.quarantined_records as f64)],
+            );
+            family(
+                "buffer_restored_records_total",
+                "counter",
+                "Batches taken back from quarantined segments once their key was configured.",
+                &[(String::new(), s.restored_records as f64)],
             );
         }
         out

@@ -9,8 +9,9 @@
 //! reserved key instead of the configured default; fields named `ts` or `level` are kept as
 //! `_ts` and `_level`, since those two are always the SDK's.
 //!
-//! The calling thread only formats (into thread-local scratch buffers, so a line costs one
-//! allocation) and pushes; see [`crate::transport`] for what happens next.
+//! The calling thread only formats (into thread-local scratch buffers, so a line costs no
+//! allocation) and copies the line into the transport's queue; see [`crate::transport`]
+//! for what happens next.
 //!
 //! **Debug buffering** ([`Config::debug_buffer_bytes`]): inside a [`crate::task()`] scope,
 //! `debug` and `trace` events are held in a byte-capped ring per run (oldest evicted, and
@@ -30,7 +31,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use time::{OffsetDateTime, UtcOffset};
+use time::UtcOffset;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event as TracingEvent, Metadata, Subscriber};
@@ -41,7 +42,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::config::Config;
 use crate::event::{Level, RESERVED_ORDER, keys};
 use crate::logfmt::{write_key, write_value};
-use crate::timestamp::write_timestamp;
+use crate::timestamp::TimestampCache;
 use crate::transport::{Transport, on_worker_thread};
 
 /// The target of the panic hook's event, written as `level=fatal`.
@@ -333,7 +334,9 @@ struct Scratch {
     span_pairs: String,
     segments: Vec<(usize, usize)>,
     seen: Vec<&'static str>,
-    last_len: usize,
+    /// The line being formatted; copied into the transport's queue, then reused.
+    line: String,
+    clock: TimestampCache,
 }
 
 /// The debug ring of one task run, kept in the task span's extensions.
@@ -456,13 +459,14 @@ impl SpoorLayer {
         let level = level_of(meta);
         let inner = &*self.inner;
         let Some(_max) = inner.debug_buffer else {
-            let (line, _) = self.format(event, ctx, level, scratch);
-            inner.transport.send(line);
+            self.format(event, ctx, level, scratch);
+            inner.transport.send_str(&scratch.line);
             return;
         };
         let direct =
             meta.target() == PANIC_TARGET || inner.filter.would_enable(meta.target(), meta.level());
-        let (line, task_span) = self.format(event, ctx, level, scratch);
+        let task_span = self.format(event, ctx, level, scratch);
+        let line = scratch.line.clone();
         let ring_span = task_span.and_then(|id| ctx.span(&id));
         let ext = ring_span.as_ref().map(|s| s.extensions());
         let ring = ext.as_ref().and_then(|e| e.get::<TaskRing>());
@@ -498,22 +502,20 @@ impl SpoorLayer {
         }
     }
 
-    /// Formats one line; also names the innermost task span that holds a debug ring.
+    /// Formats one line into `s.line`; returns the innermost task span that holds a debug
+    /// ring.
     fn format<S>(
         &self,
         event: &TracingEvent<'_>,
         ctx: &Context<'_, S>,
         level: Level,
         s: &mut Scratch,
-    ) -> (String, Option<Id>)
+    ) -> Option<Id>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let inner = &*self.inner;
-        let now = match inner.offset {
-            Some(offset) => OffsetDateTime::now_utc().to_offset(offset),
-            None => OffsetDateTime::now_utc(),
-        };
+        let now = std::time::SystemTime::now();
         s.event.clear();
         event.record(&mut FieldVisitor {
             set: &mut s.event,
@@ -555,9 +557,10 @@ impl SpoorLayer {
                 }
             }
         }
-        let mut line = String::with_capacity(s.last_len.max(128) + 16);
+        let line = &mut s.line;
+        line.clear();
         line.push_str("ts=");
-        write_timestamp(&mut line, now);
+        s.clock.write(line, now, inner.offset);
         line.push_str(" level=");
         line.push_str(level.as_str());
         for (slot, key) in RESERVED_ORDER[2..].iter().enumerate() {
@@ -571,7 +574,7 @@ impl SpoorLayer {
                     line.push(' ');
                     line.push_str(key);
                     line.push('=');
-                    write_value(&mut line, v);
+                    write_value(line, v);
                 }
                 None if slot == 0 => line.push_str(" msg="),
                 None => {}
@@ -582,7 +585,6 @@ impl SpoorLayer {
         }
         line.push_str(&s.event.encoded);
         line.push('\n');
-        s.last_len = line.len();
-        (line, task_span)
+        task_span
     }
 }

@@ -37,6 +37,56 @@ pub fn format_timestamp(ts: OffsetDateTime) -> String {
     out
 }
 
+/// Writes the current time like [`write_timestamp`], reusing the date and time of day
+/// while the second has not changed: an event's calling thread then reads the clock and
+/// writes nine digits, instead of working out the calendar date each time.
+#[derive(Debug, Default)]
+pub struct TimestampCache {
+    /// The second since the epoch and the offset that `text` was written for; `text` is
+    /// that second written out, whose fraction is replaced for each event.
+    key: Option<(i64, Option<UtcOffset>)>,
+    text: String,
+}
+
+impl TimestampCache {
+    /// Appends `now`, in `offset` (UTC when `None`), to `out`.
+    pub fn write(
+        &mut self,
+        out: &mut String,
+        now: std::time::SystemTime,
+        offset: Option<UtcOffset>,
+    ) {
+        let Ok(since) = now.duration_since(std::time::UNIX_EPOCH) else {
+            // Before 1970: a broken clock; no need to be fast.
+            let ts = OffsetDateTime::from(now);
+            write_timestamp(out, offset.map_or(ts, |o| ts.to_offset(o)));
+            return;
+        };
+        let second = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+        if self.key != Some((second, offset)) {
+            let ts = OffsetDateTime::from(now);
+            self.text.clear();
+            write_timestamp(&mut self.text, offset.map_or(ts, |o| ts.to_offset(o)));
+            self.key = Some((second, offset));
+        }
+        // `text` is `YYYY-MM-DDTHH:MM:SS.` (20 bytes), nine fraction digits, the offset.
+        let (Some(head), Some(tail)) = (self.text.get(..20), self.text.get(29..)) else {
+            write_timestamp(out, OffsetDateTime::from(now));
+            return;
+        };
+        out.push_str(head);
+        let mut digits = [b'0'; 9];
+        let mut nanos = since.subsec_nanos();
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (nanos % 10) as u8;
+            nanos /= 10;
+        }
+        // Only ASCII digits were written above.
+        out.push_str(std::str::from_utf8(&digits).unwrap_or("000000000"));
+        out.push_str(tail);
+    }
+}
+
 /// Appends `ts` to `out` in the format of [`format_timestamp`].
 ///
 /// Digits are written by hand rather than through `write!`: this runs once per event on
@@ -161,6 +211,23 @@ mod tests {
     fn check(input: &str, expected: &str) {
         let ts = parse_timestamp(input).expect("parses");
         assert_eq!(format_timestamp(ts), expected, "input {input:?}");
+    }
+
+    #[test]
+    fn cache_writes_what_write_timestamp_writes() {
+        let mut cache = TimestampCache::default();
+        let start = std::time::SystemTime::now();
+        let offset = UtcOffset::from_hms(5, 30, 0).ok();
+        for step in [0u64, 1, 999_999_999, 1_000_000_000, 86_400_000_000_000] {
+            let now = start + std::time::Duration::from_nanos(step);
+            for off in [None, offset] {
+                let mut cached = String::new();
+                cache.write(&mut cached, now, off);
+                let ts = OffsetDateTime::from(now);
+                let expected = format_timestamp(off.map_or(ts, |o| ts.to_offset(o)));
+                assert_eq!(cached, expected, "step {step} offset {off:?}");
+            }
+        }
     }
 
     #[test]

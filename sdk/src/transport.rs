@@ -1,10 +1,13 @@
 //! The transport: hands finished lines to the agent without ever making the caller wait
 //! on the network.
 //!
-//! - **Callers** only push a line onto a bounded in-memory queue (a mutex-guarded
-//!   `VecDeque`; the worker is woken only when it sleeps). When the queue holds
-//!   [`Config::queue_capacity`] lines, the caller appends the line to the spill file itself
-//!   (a write to the page cache, never the network).
+//! - **Callers** only copy a line into a bounded in-memory queue (a mutex-guarded byte
+//!   buffer of whole lines; the worker is woken only when it sleeps). The worker swaps the
+//!   buffer for an empty one it kept from last time, so in a steady state nothing is
+//!   allocated per line and nothing allocated on one thread is freed on another (glibc's
+//!   malloc locks the owning arena for that, which measured as the largest single cost of
+//!   an event). When the queue holds [`Config::queue_capacity`] lines, the caller appends
+//!   the line to the spill file itself (a write to the page cache, never the network).
 //! - **One background thread** (a plain `std` thread, no async runtime) takes everything
 //!   queued, writes it to the agent's socket (Unix or TCP), reconnects with exponential
 //!   backoff (50 ms doubling to 2 s), and spills what it cannot send. Before each write it
@@ -24,7 +27,6 @@
 //! - **No recursion.** The worker emits no `tracing` events; the SDK's own diagnostics go
 //!   to stderr, once per kind of trouble.
 
-use std::collections::VecDeque;
 use std::io::{self, Read as _, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -113,7 +115,10 @@ pub struct Transport {
 
 #[derive(Debug)]
 struct Queue {
-    lines: VecDeque<String>,
+    /// Whole lines, each ending in `\n`.
+    bytes: Vec<u8>,
+    /// How many lines `bytes` holds.
+    lines: usize,
     worker_sleeping: bool,
     closed: bool,
 }
@@ -164,7 +169,8 @@ impl Transport {
         }
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
-                lines: VecDeque::with_capacity(config.queue_capacity.min(4096)),
+                bytes: Vec::with_capacity(QUEUE_START_BYTES),
+                lines: 0,
                 worker_sleeping: false,
                 closed: false,
             }),
@@ -200,15 +206,27 @@ impl Transport {
 
     /// Hands one logfmt line to the agent (a trailing `\n` is added when missing). Never
     /// blocks on the network: when the queue is full the line goes to the spill file.
-    pub fn send(&self, mut line: String) {
-        if !line.ends_with('\n') {
-            line.push('\n');
-        }
+    pub fn send(&self, line: String) {
+        self.send_str(&line);
+    }
+
+    /// [`Transport::send`] without giving up a `String`: the line is copied into the
+    /// queue, so the caller can reuse its buffer.
+    pub fn send_str(&self, line: &str) {
+        let bytes = line.as_bytes();
+        let terminated = bytes.last() == Some(&b'\n');
+        // A logfmt line has no raw newline inside; should one slip in, it is counted as
+        // the line break it will be everywhere downstream, so the counts stay true.
+        let count = memchr::memchr_iter(b'\n', bytes).count() + usize::from(!terminated);
         let shared = &*self.shared;
         let mut q = lock(&shared.queue);
-        if !q.closed && q.lines.len() < shared.capacity {
-            q.lines.push_back(line);
-            shared.enqueued.fetch_add(1, Ordering::SeqCst);
+        if !q.closed && q.lines < shared.capacity {
+            q.bytes.extend_from_slice(bytes);
+            if !terminated {
+                q.bytes.push(b'\n');
+            }
+            q.lines += count;
+            shared.enqueued.fetch_add(count as u64, Ordering::SeqCst);
             if q.worker_sleeping {
                 q.worker_sleeping = false;
                 shared.wake.notify_one();
@@ -216,7 +234,14 @@ impl Transport {
             return;
         }
         drop(q);
-        shared.spill_lines(vec![line]);
+        if terminated {
+            shared.spill_bytes(bytes);
+        } else {
+            let mut owned = Vec::with_capacity(bytes.len() + 1);
+            owned.extend_from_slice(bytes);
+            owned.push(b'\n');
+            shared.spill_bytes(&owned);
+        }
     }
 
     /// Waits up to `timeout` until every line handed in so far was sent or spilled; on
@@ -227,7 +252,7 @@ impl Transport {
         let deadline = Instant::now() + timeout;
         {
             let mut q = lock(&shared.queue);
-            if q.worker_sleeping && !q.lines.is_empty() {
+            if q.worker_sleeping && q.lines > 0 {
                 q.worker_sleeping = false;
                 shared.wake.notify_one();
             }
@@ -255,9 +280,12 @@ impl Transport {
             // The worker is stuck (a slow agent); keep the queued lines safe on disk. The
             // count can then run ahead of the order lines were queued in, so after such a
             // steal `complete` means "nothing is queued any more" (see `in_flight`).
-            let stolen: Vec<String> = lock(&shared.queue).lines.drain(..).collect();
-            let n = stolen.len() as u64;
-            shared.spill_lines(stolen);
+            let (stolen, n) = {
+                let mut q = lock(&shared.queue);
+                let n = std::mem::take(&mut q.lines) as u64;
+                (std::mem::take(&mut q.bytes), n)
+            };
+            shared.spill_bytes(&stolen);
             shared.handled.fetch_add(n, Ordering::SeqCst);
             complete = shared.handled.load(Ordering::SeqCst) >= target;
         }
@@ -354,13 +382,17 @@ impl Shared {
         }
     }
 
-    /// Appends lines to the spill file, preceded by a drop notice when one is due; what
-    /// cannot be written is counted as dropped.
-    fn spill_lines(&self, lines: Vec<String>) {
+    /// Appends whole `\n`-terminated lines to the spill file, preceded by a drop notice
+    /// when one is due; what cannot be written is counted as dropped.
+    fn spill_bytes(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
         let mut spill = lock(&self.spill);
         let notice = self.take_drop_notice();
         let with_notice = notice.iter().map(|(_, l)| l.as_bytes());
-        let all = with_notice.chain(lines.iter().map(|l| l.as_bytes()));
+        let all = with_notice.chain(lines.iter().copied());
         let total = lines.len() as u64 + u64::from(notice.is_some());
         let written = match spill.write_lines(all) {
             Ok(()) => total,
@@ -502,10 +534,13 @@ struct Worker {
     conn: Option<Conn>,
     next_attempt: Instant,
     backoff: Duration,
-    buf: Vec<u8>,
     connect_trouble_reported: bool,
 }
 
+/// The queue's buffer starts this big, and the worker's is cut back to it after a burst
+/// made it grow past [`QUEUE_KEEP_BYTES`].
+const QUEUE_START_BYTES: usize = 64 * 1024;
+const QUEUE_KEEP_BYTES: usize = 4 * 1024 * 1024;
 /// A batch smaller than this makes the worker pause briefly so more lines gather.
 const GATHER_BELOW: usize = 64;
 /// How long that pause is: far below anything a person or the agent would notice.
@@ -518,18 +553,18 @@ impl Worker {
             conn: None,
             next_attempt: Instant::now(),
             backoff: BACKOFF_MIN,
-            buf: Vec::new(),
             connect_trouble_reported: false,
         }
     }
 
     fn run(mut self) {
         ON_WORKER.with(|w| w.set(true));
-        let mut batch: VecDeque<String> = VecDeque::new();
+        let mut batch: Vec<u8> = Vec::with_capacity(QUEUE_START_BYTES);
         loop {
+            let n;
             {
                 let mut q = lock(&self.shared.queue);
-                while q.lines.is_empty() && !q.closed {
+                while q.lines == 0 && !q.closed {
                     q.worker_sleeping = true;
                     q = match self.shared.wake.wait_timeout(q, Duration::from_secs(1)) {
                         Ok((g, _)) => g,
@@ -537,10 +572,10 @@ impl Worker {
                     };
                 }
                 q.worker_sleeping = false;
-                if q.lines.is_empty() {
+                if q.lines == 0 {
                     return; // closed and drained
                 }
-                if q.lines.len() < GATHER_BELOW && !q.closed {
+                if q.lines < GATHER_BELOW && !q.closed {
                     // Woken for a few lines: let more gather before taking them. While the
                     // worker is awake the emitting threads skip the wake-up (a futex call),
                     // which is most of their cost when lines come one at a time.
@@ -548,19 +583,40 @@ impl Worker {
                     std::thread::sleep(GATHER_PAUSE);
                     q = lock(&self.shared.queue);
                 }
-                std::mem::swap(&mut q.lines, &mut batch);
+                std::mem::swap(&mut q.bytes, &mut batch);
+                n = std::mem::take(&mut q.lines) as u64;
             }
-            let n = batch.len() as u64;
-            self.deliver(&mut batch);
+            self.deliver(&batch);
             batch.clear();
+            if batch.capacity() > QUEUE_KEEP_BYTES {
+                // A burst of huge lines: give the memory back rather than keep it forever.
+                batch.shrink_to(QUEUE_START_BYTES);
+            }
             self.shared.mark_handled(n);
         }
     }
 
-    fn deliver(&mut self, batch: &mut VecDeque<String>) {
-        let notice = self.shared.take_drop_notice();
-        if let Some((_, line)) = &notice {
-            batch.push_front(line.clone());
+    /// Writes a batch of whole lines to the agent, spilling whatever did not go out.
+    fn deliver(&mut self, batch: &[u8]) {
+        if let Some((n, notice)) = self.shared.take_drop_notice()
+            && !self.write_to_agent(notice.as_bytes()).is_empty()
+        {
+            // Not sent: it goes back to the count, and the spill below reports it.
+            self.shared.unreported_drops.fetch_add(n, Ordering::SeqCst);
+        }
+        let rest = self.write_to_agent(batch);
+        let sent_bytes = &batch[..batch.len() - rest.len()];
+        let sent = memchr::memchr_iter(b'\n', sent_bytes).count();
+        self.shared.sent.fetch_add(sent as u64, Ordering::SeqCst);
+        self.shared.spill_bytes(rest);
+    }
+
+    /// Writes whole lines to the agent's socket, connecting first if it is time to; returns
+    /// the lines that did not go out whole (all of them when there is no connection). A
+    /// line cut by a failed write is returned whole.
+    fn write_to_agent<'b>(&mut self, lines: &'b [u8]) -> &'b [u8] {
+        if lines.is_empty() {
+            return lines;
         }
         if self.conn.as_mut().is_some_and(Conn::is_closed) {
             self.conn = None;
@@ -569,45 +625,17 @@ impl Worker {
         if self.conn.is_none() && Instant::now() >= self.next_attempt {
             self.connect();
         }
-        let mut sent = 0usize;
-        if let Some(conn) = self.conn.as_mut() {
-            self.buf.clear();
-            for line in batch.iter() {
-                self.buf.extend_from_slice(line.as_bytes());
+        let Some(conn) = self.conn.as_mut() else {
+            return lines;
+        };
+        match conn.write_all(lines, self.shared.write_timeout) {
+            Ok(()) => &lines[lines.len()..],
+            Err((written, _)) => {
+                self.conn = None;
+                self.next_attempt = Instant::now() + self.backoff;
+                let whole = memchr::memrchr(b'\n', &lines[..written]).map_or(0, |i| i + 1);
+                &lines[whole..]
             }
-            match conn.write_all(&self.buf, self.shared.write_timeout) {
-                Ok(()) => sent = batch.len(),
-                Err((written, _)) => {
-                    let mut end = 0;
-                    for line in batch.iter() {
-                        end += line.len();
-                        if end > written {
-                            break;
-                        }
-                        sent += 1;
-                    }
-                    self.conn = None;
-                    self.next_attempt = Instant::now() + self.backoff;
-                }
-            }
-        }
-        let notice_sent = notice.is_some() && sent > 0;
-        self.shared
-            .sent
-            .fetch_add((sent - usize::from(notice_sent)) as u64, Ordering::SeqCst);
-        if let Some((n, _)) = &notice {
-            if notice_sent {
-                batch.pop_front();
-            } else {
-                // Not sent: it goes back to the count, and the spill below reports it.
-                batch.pop_front();
-                self.shared.unreported_drops.fetch_add(*n, Ordering::SeqCst);
-            }
-            sent -= usize::from(notice_sent);
-        }
-        if sent < batch.len() {
-            let rest: Vec<String> = batch.drain(sent..).collect();
-            self.shared.spill_lines(rest);
         }
     }
 

@@ -37,7 +37,7 @@ pub enum Command {
     /// Run the collector: ingest, audit log, index, search API.
     Collector(collector::CollectorArgs),
     /// Run the agent: receive and tail logs, buffer them on disk, forward them.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Run a collector and an agent locally with embedded defaults (`--demo` adds a workload).
     Up(up::UpArgs),
     /// Decrypt `enc:v1:` values (the agent's `encrypt` redaction action) in lines on stdin.
@@ -80,7 +80,7 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Collector(args) => collector::run(args),
-        Command::Agent(args) => agent::run(args),
+        Command::Agent(args) => agent::run(*args),
         Command::Up(args) => up::run(args),
         Command::Decrypt(args) => decrypt::run(args),
         Command::Search(args) => search::run(args),

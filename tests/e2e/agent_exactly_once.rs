@@ -88,6 +88,31 @@ fn agent_tails_a_file_exactly_once_across_kill9_and_collector_outage() {
             "n in {lo}..={hi}"
         );
     }
+    // Order within one source: the file's lines were given seqs in the order they were
+    // written, even with several batches in flight, retries and restarts.
+    let mut by_seq: Vec<(u64, u64)> = Vec::new();
+    for decile in 0..10 {
+        let (lo, hi) = (decile * EVENTS / 10, (decile + 1) * EVENTS / 10 - 1);
+        let q = format!("n:[{lo} TO {hi}]");
+        let (status, body) = collector.get("/api/v1/search", &[("q", &q), ("limit", "10000")]);
+        assert_eq!(status, 200, "{body}");
+        for hit in body["hits"].as_array().expect("hits") {
+            let field = |k: &str| -> u64 {
+                match &hit[k] {
+                    serde_json::Value::Number(n) => n.as_u64().expect("a whole number"),
+                    v => v.as_str().and_then(|s| s.parse().ok()).expect("a number"),
+                }
+            };
+            by_seq.push((field("seq"), field("n")));
+        }
+    }
+    by_seq.sort_unstable();
+    assert_eq!(by_seq.len() as u64, EVENTS);
+    let out_of_order = by_seq.windows(2).find(|w| w[1].1 < w[0].1);
+    assert!(
+        out_of_order.is_none(),
+        "lines of one file reached the collector out of order: (seq, n) {out_of_order:?}"
+    );
     let (status, body) = collector.get("/api/v1/search", &[("q", "n:[* TO *] | count by grp")]);
     assert_eq!(status, 200, "{body}");
     let mut rows: Vec<(String, u64)> = body["rows"]

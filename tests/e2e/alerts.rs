@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -128,36 +128,14 @@ fn serve(stream: std::net::TcpStream, log: &Mutex<Vec<Received>>, remaining: &At
     }
 }
 
-/// Now in RFC 3339 (UTC, milliseconds), so the lines fall in the rules' windows.
+/// Now in RFC 3339 (UTC), so the lines fall in the rules' windows.
 fn now_ts() -> String {
     ts_ago(Duration::ZERO)
 }
 
 /// `ago` before now in RFC 3339.
 fn ts_ago(ago: Duration) -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        - ago;
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    spoor_sdk::timestamp::format_timestamp(time::OffsetDateTime::now_utc() - ago)
 }
 
 /// Ingests `n` lines of `level` for `task`, stamped now.
@@ -180,6 +158,26 @@ fn notifier(name: &str, kind: &str, url: &str) -> String {
 const KINDS: [&str; 5] = ["slack", "mattermost", "discord", "teams", "webhook"];
 
 /// The text of a chat payload of `kind`, whatever its shape.
+/// A config with one rule, `errs` (any error in the last minute, evaluated every 200 ms),
+/// notifying the notifier `hook` of `kind` at `url`.
+fn one_error_rule(kind: &str, url: &str) -> String {
+    format!(
+        r#"
+[alerts]
+interval = "200ms"
+{}
+[[alerts.rule]]
+name = "errs"
+kind = "threshold"
+query = "level:error"
+window = "1m"
+value = 0
+notify = ["hook"]
+"#,
+        notifier("hook", kind, url),
+    )
+}
+
 fn text_of(kind: &str, body: &Value) -> String {
     match kind {
         "slack" | "mattermost" => body["text"].as_str().unwrap_or_default().to_string(),
@@ -473,21 +471,7 @@ notify = ["ops"]
 #[test]
 fn a_receiver_answering_429_then_200_gets_the_message_once() {
     let rx = Receiver::start(1);
-    let config = format!(
-        r#"
-[alerts]
-interval = "200ms"
-{}
-[[alerts.rule]]
-name = "errs"
-kind = "threshold"
-query = "level:error"
-window = "30s"
-value = 0
-notify = ["hook"]
-"#,
-        notifier("hook", "slack", &rx.url("hook")),
-    );
+    let config = one_error_rule("slack", &rx.url("hook"));
     let c = Collector::start_with_config(&config);
     log_lines(&c, "charge", "error", 1);
     rx.wait_delivered("hook", 1);
@@ -511,21 +495,7 @@ notify = ["hook"]
 #[test]
 fn a_restart_while_firing_does_not_notify_again() {
     let rx = Receiver::start(0);
-    let config = format!(
-        r#"
-[alerts]
-interval = "200ms"
-{}
-[[alerts.rule]]
-name = "errs"
-kind = "threshold"
-query = "level:error"
-window = "1m"
-value = 0
-notify = ["hook"]
-"#,
-        notifier("hook", "webhook", &rx.url("hook")),
-    );
+    let config = one_error_rule("webhook", &rx.url("hook"));
     let mut c = Collector::start_with_config(&config);
     log_lines(&c, "charge", "error", 2);
     rx.wait_delivered("hook", 1);
@@ -550,21 +520,7 @@ notify = ["hook"]
 #[test]
 fn a_notification_in_flight_at_a_crash_is_delivered_after_the_restart() {
     let rx = Receiver::start(1);
-    let config = format!(
-        r#"
-[alerts]
-interval = "200ms"
-{}
-[[alerts.rule]]
-name = "errs"
-kind = "threshold"
-query = "level:error"
-window = "1m"
-value = 0
-notify = ["hook"]
-"#,
-        notifier("hook", "teams", &rx.url("hook")),
-    );
+    let config = one_error_rule("teams", &rx.url("hook"));
     let mut c = Collector::start_with_config(&config);
     log_lines(&c, "charge", "error", 1);
     // The first attempt is answered 429 Retry-After: 1; the collector dies while waiting.

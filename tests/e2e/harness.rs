@@ -266,18 +266,28 @@ pub struct Agent {
     pub admin_port: u16,
     collector_url: String,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl Agent {
     /// Starts an agent forwarding to `collector`, with extra flags (e.g. `--file GLOB`).
     pub fn start(collector: &Collector, extra: &[&str]) -> Self {
+        Self::start_with_env(collector, extra, &[])
+    }
+
+    /// Like [`Agent::start`], with environment variables for the agent process.
+    pub fn start_with_env(collector: &Collector, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut a = Self {
             dir: tempfile::tempdir().expect("temp dir"),
             tcp_port: free_port(),
             admin_port: free_port(),
             collector_url: collector.url(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         a.spawn();
@@ -308,6 +318,7 @@ impl Agent {
             .arg(format!("unix:{}", self.socket_path().display()))
             .args(["--admin", &format!("127.0.0.1:{}", self.admin_port)])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -339,6 +350,38 @@ impl Agent {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// SIGTERM and wait for a clean exit (the agent makes its buffer durable).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let status = c.wait().expect("wait for agent");
+            assert!(
+                status.success(),
+                "agent exited with {status}:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Stops the agent (SIGTERM) and starts it again with `extra` instead of the flags
+    /// it had, on the same data directory and ports.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.stop();
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.spawn();
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) to the running agent with `kill`.
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("the agent runs");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 }
 

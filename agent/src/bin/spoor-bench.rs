@@ -44,6 +44,11 @@ struct Args {
     /// An agent config file (TOML) to pass with `--config`.
     #[arg(long)]
     agent_config: Option<PathBuf>,
+    /// A second agent config to run in the same rounds as the baseline of `--agent-config`
+    /// (for example `agent/bench/privacy-off.toml` beside `privacy-on.toml`); prints the
+    /// throughput cost of the difference.
+    #[arg(long)]
+    baseline_config: Option<PathBuf>,
     /// The `syslog-ng-relay` script; without it syslog-ng is not run.
     #[arg(long)]
     syslog_ng_relay: Option<PathBuf>,
@@ -75,6 +80,8 @@ struct Outcome {
     bytes: u64,
     elapsed: Duration,
     peak_rss_kib: u64,
+    /// CPU time (user + system) the process used during the run.
+    cpu: Duration,
 }
 
 impl Outcome {
@@ -84,13 +91,15 @@ impl Outcome {
 
     fn print(&self) {
         println!(
-            "{:<10} {:>9} events in {:>7.2} s: {:>10.0} events/s, {:>7.1} MB/s, peak RSS {:>6.1} MiB",
+            "{:<10} {:>9} events in {:>7.2} s: {:>10.0} events/s, {:>7.1} MB/s, peak RSS {:>6.1} MiB, CPU {:>5.2} s ({:.2} µs/event)",
             self.name,
             self.events,
             self.elapsed.as_secs_f64(),
             self.events_per_sec(),
             self.bytes as f64 / self.elapsed.as_secs_f64() / 1e6,
-            self.peak_rss_kib as f64 / 1024.0
+            self.peak_rss_kib as f64 / 1024.0,
+            self.cpu.as_secs_f64(),
+            self.cpu.as_secs_f64() * 1e6 / self.events as f64,
         );
     }
 }
@@ -118,6 +127,7 @@ fn run(args: &Args) -> BenchResult<()> {
     );
     let timeout = Duration::from_secs(args.timeout_secs);
     let mut agent_runs = Vec::new();
+    let mut baseline_runs = Vec::new();
     let mut sng_runs = Vec::new();
     // Rounds alternate agent and syslog-ng so that both see the same background load.
     for round in 1..=args.rounds {
@@ -125,9 +135,20 @@ fn run(args: &Args) -> BenchResult<()> {
             println!("round {round} of {}", args.rounds);
         }
         if !args.skip_agent {
-            let r = run_agent(args, &payload, timeout)?;
+            let r = run_agent(
+                args,
+                args.agent_config.as_deref(),
+                "agent",
+                &payload,
+                timeout,
+            )?;
             r.print();
             agent_runs.push(r);
+        }
+        if let Some(baseline) = &args.baseline_config {
+            let r = run_agent(args, Some(baseline), "baseline", &payload, timeout)?;
+            r.print();
+            baseline_runs.push(r);
         }
         if let Some(script) = &args.syslog_ng_relay {
             let r = run_syslog_ng(script, &payload, args.events, timeout)?;
@@ -136,12 +157,21 @@ fn run(args: &Args) -> BenchResult<()> {
         }
     }
     let agent = median(&mut agent_runs);
+    let baseline = median(&mut baseline_runs);
     let sng = median(&mut sng_runs);
     if args.rounds > 1 {
         println!("median of {} rounds:", args.rounds);
-        for r in agent.iter().chain(sng.iter()) {
+        for r in agent.iter().chain(baseline.iter()).chain(sng.iter()) {
             r.print();
         }
+    }
+    if let (Some(a), Some(b)) = (&agent, &baseline) {
+        let ratio = a.events_per_sec() / b.events_per_sec();
+        let cpu_ratio = a.cpu.as_secs_f64() / b.cpu.as_secs_f64().max(1e-9);
+        println!(
+            "ratio: agent / baseline = {ratio:.2}x events/s (cost {:.0}%), {cpu_ratio:.2}x CPU per event",
+            (1.0 - ratio) * 100.0
+        );
     }
     if let (Some(a), Some(s)) = (&agent, &sng) {
         let ratio = a.events_per_sec() / s.events_per_sec();
@@ -164,6 +194,7 @@ fn median(runs: &mut [Outcome]) -> Option<Outcome> {
         bytes: m.bytes,
         elapsed: m.elapsed,
         peak_rss_kib: m.peak_rss_kib,
+        cpu: m.cpu,
     })
 }
 
@@ -217,6 +248,23 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat` (fields 14
+/// and 15, in clock ticks of 1/100 s, the value on every Linux this runs on).
+fn cpu_time(pid: u32) -> Duration {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After the `)`, field 3 (state) is index 0, so utime (14) and stime (15) are 11 and 12.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 /// Kills the child on drop.
 struct ChildGuard(Child);
 
@@ -258,7 +306,7 @@ fn watch_progress(
     sent: &AtomicU64,
     delivered: &AtomicU64,
     timeout: Duration,
-) -> BenchResult<(Duration, u64)> {
+) -> BenchResult<(Duration, u64, Duration)> {
     let mut peak = 0;
     let mut last_print = Instant::now();
     let mut last_delivered = 0;
@@ -268,7 +316,7 @@ fn watch_progress(
         peak = peak.max(hwm);
         if got >= events {
             let elapsed = start.elapsed();
-            return Ok((elapsed, peak.max(rss_kib(pid).0)));
+            return Ok((elapsed, peak.max(rss_kib(pid).0), cpu_time(pid)));
         }
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("{name} exited early with {status}"));
@@ -388,7 +436,13 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) ->
     Ok(())
 }
 
-fn run_agent(args: &Args, payload: &[u8], timeout: Duration) -> BenchResult<Outcome> {
+fn run_agent(
+    args: &Args,
+    config: Option<&Path>,
+    name: &'static str,
+    payload: &[u8],
+    timeout: Duration,
+) -> BenchResult<Outcome> {
     let bin = match &args.agent_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe()
@@ -410,7 +464,7 @@ fn run_agent(args: &Args, payload: &[u8], timeout: Duration) -> BenchResult<Outc
         .env("SPOOR_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log);
-    if let Some(c) = &args.agent_config {
+    if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
     let child = cmd
@@ -434,8 +488,8 @@ fn run_agent(args: &Args, payload: &[u8], timeout: Duration) -> BenchResult<Outc
         payload.clone(),
         sent.clone(),
     );
-    let (elapsed, peak) = watch_progress(
-        "agent",
+    let (elapsed, peak, cpu) = watch_progress(
+        name,
         pid,
         &mut child.0,
         start,
@@ -455,11 +509,12 @@ fn run_agent(args: &Args, payload: &[u8], timeout: Duration) -> BenchResult<Outc
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Outcome {
-        name: "agent",
+        name,
         events: args.events,
         bytes: payload.len() as u64,
         elapsed,
         peak_rss_kib: peak,
+        cpu,
     })
 }
 
@@ -544,7 +599,7 @@ fn run_syslog_ng(
         payload.clone(),
         sent.clone(),
     );
-    let (elapsed, peak) = watch_progress(
+    let (elapsed, peak, cpu) = watch_progress(
         "syslog-ng",
         pid,
         &mut child.0,
@@ -571,5 +626,6 @@ fn run_syslog_ng(
         bytes: payload.len() as u64,
         elapsed,
         peak_rss_kib: peak,
+        cpu,
     })
 }

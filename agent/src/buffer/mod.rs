@@ -43,6 +43,8 @@
 //!   ledger.json                        done IDs: {"version":1,"done_through":N,"acked":[..]}
 //!   *.tmp                              a crash leftover; deleted on open
 //!   *.corrupt                          a segment whose header was unreadable; kept, never read
+//!   quarantine/segment-N.buf(.json)    a segment sealed with a key that is not configured,
+//!                                      and a note of its pending records (see `quarantine`)
 //! ```
 //!
 //! A segment starts with a 64-byte header (integers little endian):
@@ -80,6 +82,11 @@
 //! bad record is skipped with a warning and counted in [`BufferStats::corrupt_records`];
 //! no resync is attempted, and the damaged segment is deleted like any other once its
 //! readable records are done. A segment with an unreadable header is renamed to `*.corrupt`.
+//! A segment sealed with a key the cipher does not have is moved into `quarantine/` with a
+//! note of its pending records, logged with its path and key ID, and the buffer carries on
+//! without it; [`DiskBuffer::restore_quarantined`] takes its records back once the key is
+//! configured. A record that fails authentication when it is handed out is logged with
+//! its segment and offset, skipped and counted ([`BufferStats::undecryptable_records`]).
 //! Segments whose records are all done are deleted (unless
 //! [`BufferConfig::keep_from_id`] keeps them). A file of an unknown format version
 //! stops the open with [`BufferError::UnsupportedFormat`] instead of being touched.
@@ -94,6 +101,7 @@
 mod crypto;
 mod error;
 mod ledger;
+mod quarantine;
 mod reader;
 mod record;
 mod writer;
@@ -110,6 +118,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use crypto::{CipherError, CipherParams, PlainCipher, RecordCipher};
 pub use error::BufferError;
+pub use quarantine::QUARANTINE_DIR;
 
 use ledger::{Ledger, sync_dir};
 use reader::{ReadError, RecordMeta, Scan, read_record, scan_segment};
@@ -168,6 +177,15 @@ pub struct BufferStats {
     pub corrupt_records: u64,
     /// Records dropped unacknowledged by `drop_oldest_unacked` since open.
     pub records_dropped: u64,
+    /// Records skipped since open because they failed authentication (also counted in
+    /// `corrupt_records`).
+    pub undecryptable_records: u64,
+    /// Segments in `quarantine/`, waiting for their key.
+    pub quarantined_segments: usize,
+    /// Pending records in those segments.
+    pub quarantined_records: u64,
+    /// Records restored from quarantine since open.
+    pub restored_records: u64,
     /// Highest record ID known to be fsynced.
     pub durable_id: u64,
     /// The ID the next append gets.
@@ -208,9 +226,15 @@ pub struct DiskBuffer {
     /// Every ID up to this one was handed out (or skipped) since open.
     handed_out_through: u64,
     read_handle: Option<(PathBuf, File)>,
+    /// Since when acks marked by [`DiskBuffer::ack_deferred`] wait to be persisted.
+    acks_pending_since: Option<Instant>,
     torn_tail_bytes_dropped: u64,
     corrupt_records: u64,
     records_dropped: u64,
+    undecryptable_records: u64,
+    restored_records: u64,
+    /// Segments in quarantine (see [`quarantine`]).
+    quarantined: Vec<quarantine::Quarantined>,
 }
 
 impl std::fmt::Debug for DiskBuffer {
@@ -256,8 +280,8 @@ impl DiskBuffer {
         Self::open_with_cipher(data_dir, config, Arc::new(PlainCipher))
     }
 
-    /// Like [`DiskBuffer::open`], sealing new records with `cipher`. Fails with
-    /// [`BufferError::KeyUnavailable`] if an existing segment needs a key it lacks.
+    /// Like [`DiskBuffer::open`], sealing new records with `cipher`. An existing segment
+    /// that needs a key `cipher` lacks is moved into quarantine (see the module docs).
     pub fn open_with_cipher(
         data_dir: impl AsRef<Path>,
         config: BufferConfig,
@@ -308,6 +332,8 @@ impl DiskBuffer {
         let mut torn = 0;
         let mut corrupt = 0;
         let mut last_id = 0;
+        // Highest record ID of a segment quarantined now: never reused.
+        let mut quarantined_through = 0;
         for (i, &seq) in seqs.iter().enumerate() {
             let is_last = i + 1 == seqs.len();
             let path = dir.join(segment_name(seq));
@@ -343,13 +369,43 @@ impl DiskBuffer {
                     stop,
                 } => {
                     if !cipher.can_open(&header.cipher) {
-                        let key_id = header
+                        let key_id: String = header
                             .cipher
                             .key_id
                             .iter()
                             .map(|b| format!("{b:02x}"))
                             .collect();
-                        return Err(BufferError::KeyUnavailable { path, key_id });
+                        if let Some(last) = records.last() {
+                            last_id = last.id;
+                        }
+                        let highest = records
+                            .last()
+                            .map_or(header.first_record_id.saturating_sub(1), |r| r.id);
+                        quarantined_through = quarantined_through.max(highest);
+                        let pending: Vec<u64> = records
+                            .iter()
+                            .map(|r| r.id)
+                            .filter(|&id| !ledger.is_done(id))
+                            .collect();
+                        if pending.is_empty() {
+                            tracing::info!(path = %path.display(), key_id, "Removed a segment sealed with a key that is not configured; all its records were acknowledged.");
+                            fs::remove_file(&path).map_err(|e| BufferError::io(&path, e))?;
+                            continue;
+                        }
+                        let note = quarantine::Note {
+                            version: 1,
+                            key_id: key_id.clone(),
+                            pending: pending.clone(),
+                        };
+                        let moved_to = quarantine::quarantine(&dir, &path, &note)?;
+                        tracing::error!(
+                            path = %path.display(),
+                            moved_to = %moved_to.display(),
+                            key_id,
+                            records = pending.len(),
+                            "Segment is sealed with a key that is not configured: moved to quarantine, the rest of the buffer is delivered. Configure the key (encryption.key_file or encryption.old_key_files) and restart to deliver it."
+                        );
+                        continue;
                     }
                     let mut len = file_len;
                     let mut clean = true;
@@ -398,12 +454,20 @@ impl DiskBuffer {
             })
             .max()
             .unwrap_or(0);
-        let next_id = highest_seen.max(ledger.highest()) + 1;
+        let next_id = highest_seen.max(ledger.highest()).max(quarantined_through) + 1;
 
         // The last segment becomes the active one (fsynced, so all found records are
         // durable); without one, or when it ends in skipped bytes (its successor's header
         // was unreadable), start a fresh segment.
-        let resumable = segments.last().is_some_and(|(_, _, clean)| *clean);
+        // Only a segment sealed the way new ones are (same key, or plain when the cipher
+        // is plain) is appended to; after turning encryption on or off, or a key rotation,
+        // new records go to a new segment.
+        let fresh = cipher.new_segment();
+        let resumable = segments.last().is_some_and(|(_, s, clean)| {
+            *clean
+                && s.header.cipher.encrypted == fresh.encrypted
+                && s.header.cipher.key_id == fresh.key_id
+        });
         let (active_seq, active, writer) = match if resumable { segments.pop() } else { None } {
             Some((seq, seg, _)) => {
                 let f = File::open(&seg.path).map_err(|e| BufferError::io(&seg.path, e))?;
@@ -432,9 +496,13 @@ impl DiskBuffer {
             durable_id: next_id - 1,
             handed_out_through: 0,
             read_handle: None,
+            acks_pending_since: None,
             torn_tail_bytes_dropped: torn,
             corrupt_records: corrupt,
             records_dropped: 0,
+            undecryptable_records: 0,
+            restored_records: 0,
+            quarantined: Vec::new(),
         };
         buffer.persist_ledger()?;
         buffer.release_done_segments();
@@ -509,14 +577,17 @@ impl DiskBuffer {
     /// When [`DiskBuffer::maybe_sync`] will next have work; `None` while everything
     /// written is durable.
     pub fn sync_deadline(&self) -> Option<Instant> {
+        let acks = self
+            .acks_pending_since
+            .map(|t| t + self.config.fsync_interval);
         if !self.writer.needs_sync() {
-            return None;
+            return acks;
         }
-        Some(
-            self.writer
-                .pending_since()
-                .map_or_else(Instant::now, |t| t + self.config.fsync_interval),
-        )
+        let writes = self
+            .writer
+            .pending_since()
+            .map_or_else(Instant::now, |t| t + self.config.fsync_interval);
+        Some(acks.map_or(writes, |a| a.min(writes)))
     }
 
     /// Fsyncs everything appended so far (and the ledger, if an update failed earlier).
@@ -526,7 +597,13 @@ impl DiskBuffer {
             .sync()
             .map_err(|e| BufferError::io(self.writer.path(), e))?;
         self.durable_id = self.next_id - 1;
-        self.persist_ledger()
+        if self.acks_pending_since.is_none() && !self.ledger.is_dirty() {
+            return Ok(());
+        }
+        self.persist_ledger()?;
+        self.acks_pending_since = None;
+        self.release_done_segments();
+        Ok(())
     }
 
     /// The highest record ID known to be fsynced (0 when none).
@@ -566,7 +643,21 @@ impl DiskBuffer {
                         self.handed_out_through = meta.id;
                         return Ok(Some((meta.id, content)));
                     }
-                    Err(e) => format!("cannot open sealed record: {e}"),
+                    Err(e) => {
+                        self.undecryptable_records += 1;
+                        // The segment is deleted once its other records are acknowledged;
+                        // keep a copy of it for whoever investigates.
+                        match quarantine::keep_damaged_copy(&self.dir, &path) {
+                            Ok(Some(copy)) => {
+                                tracing::warn!(path = %path.display(), copy = %copy.display(), "Kept a copy of a segment holding a record that failed authentication.")
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(path = %path.display(), error = %e, "Could not keep a copy of a damaged segment.")
+                            }
+                        }
+                        format!("cannot open sealed record: {e}")
+                    }
                 },
                 Err(ReadError::Io(e)) => return Err(BufferError::io(&path, e)),
                 Err(ReadError::Corrupt(reason)) => reason,
@@ -576,6 +667,94 @@ impl DiskBuffer {
             self.handed_out_through = meta.id;
             self.ledger.mark(meta.id);
         }
+    }
+
+    /// Takes back the pending records of quarantined segments whose key the cipher now
+    /// has: each is read, opened, passed through `transform` and appended as a new record;
+    /// once those are fsynced the quarantined file is deleted. A record that fails
+    /// authentication is logged with its segment and offset and skipped. Segments still
+    /// without their key stay, logged and counted in [`BufferStats::quarantined_segments`].
+    /// Returns the number of records restored.
+    pub fn restore_quarantined(
+        &mut self,
+        mut transform: impl FnMut(Vec<u8>) -> Vec<u8>,
+    ) -> Result<u64, BufferError> {
+        let mut waiting = Vec::new();
+        let mut restored = 0;
+        for q in quarantine::list(&self.dir)? {
+            let (header, records) = match scan_segment(&q.path, 0)
+                .map_err(|e| BufferError::io(&q.path, e))?
+            {
+                Scan::Ok {
+                    header, records, ..
+                } => (header, records),
+                Scan::BadHeader { error, .. } => {
+                    tracing::warn!(path = %q.path.display(), %error, "Quarantined segment has an unreadable header; left as it is.");
+                    continue;
+                }
+            };
+            if !self.cipher.can_open(&header.cipher) {
+                let key_id: String = header
+                    .cipher
+                    .key_id
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                tracing::warn!(path = %q.path.display(), key_id, records = q.pending.as_ref().map_or(records.len(), Vec::len), "A quarantined segment still waits for its key.");
+                let mut q = q;
+                q.pending
+                    .get_or_insert_with(|| records.iter().map(|r| r.id).collect());
+                waiting.push(q);
+                continue;
+            }
+            let wanted: Vec<RecordMeta> = records
+                .iter()
+                .filter(|r| q.pending.as_ref().is_none_or(|p| p.contains(&r.id)))
+                .copied()
+                .collect();
+            // Room for all of it, or none is restored now (a half-restored segment would
+            // be restored again, twice, on the next start).
+            let needed: u64 = wanted
+                .iter()
+                .map(|r| frame_len(r.payload_len as usize) + HEADER_LEN)
+                .sum();
+            if self.bytes() + needed > self.config.max_total_bytes {
+                tracing::warn!(path = %q.path.display(), needed, "Not enough room in the buffer to restore a quarantined segment now; it stays in quarantine until a later start.");
+                let mut q = q;
+                q.pending
+                    .get_or_insert_with(|| wanted.iter().map(|r| r.id).collect());
+                waiting.push(q);
+                continue;
+            }
+            let mut file = File::open(&q.path).map_err(|e| BufferError::io(&q.path, e))?;
+            let mut from_this = 0u64;
+            for meta in &wanted {
+                let problem = match read_record(&mut file, meta) {
+                    Ok(sealed) => match self.cipher.open(&header.cipher, meta.id, &sealed) {
+                        Ok(content) => {
+                            self.append(&transform(content))?;
+                            from_this += 1;
+                            continue;
+                        }
+                        Err(e) => {
+                            self.undecryptable_records += 1;
+                            e.to_string()
+                        }
+                    },
+                    Err(ReadError::Io(e)) => return Err(BufferError::io(&q.path, e)),
+                    Err(ReadError::Corrupt(reason)) => reason,
+                };
+                self.corrupt_records += 1;
+                tracing::warn!(path = %q.path.display(), offset = meta.offset, record_id = meta.id, reason = %problem, "Skipping a quarantined record that cannot be read.");
+            }
+            self.flush_and_sync()?;
+            quarantine::remove(&self.dir, &q)?;
+            restored += from_this;
+            tracing::info!(path = %q.path.display(), records = from_this, "Restored the records of a quarantined segment now that its key is configured.");
+        }
+        self.quarantined = waiting;
+        self.restored_records += restored;
+        Ok(restored)
     }
 
     /// Bytes of all segment files (cheap, unlike [`DiskBuffer::stats`]).
@@ -637,6 +816,46 @@ impl DiskBuffer {
         self.ack_many([record_id])
     }
 
+    /// Acknowledges records in memory only; the ledger is written at the next
+    /// [`DiskBuffer::maybe_sync`] (within the fsync interval), at
+    /// [`DiskBuffer::flush_and_sync`], or at once when a finished segment became all done
+    /// (a segment is deleted only after the ledger that allows it is durable). An ack lost
+    /// to a crash costs a resend under the same idempotency key, which the collector
+    /// answers as a duplicate; the forwarder uses this so that a batch's ack does not cost
+    /// an fsync under the buffer's lock.
+    pub fn ack_deferred(
+        &mut self,
+        record_ids: impl IntoIterator<Item = u64>,
+    ) -> Result<(), BufferError> {
+        let mut marked = false;
+        for id in record_ids {
+            if id > self.durable_id || self.ledger.is_done(id) || self.locate(id).is_none() {
+                tracing::debug!(
+                    record_id = id,
+                    "Ignoring ack of a record that is not pending."
+                );
+                continue;
+            }
+            self.ledger.mark(id);
+            marked = true;
+        }
+        if marked && self.acks_pending_since.is_none() {
+            self.acks_pending_since = Some(Instant::now());
+        }
+        let keep_from = self.config.keep_from_id;
+        let ledger = &self.ledger;
+        let releasable = self.sealed.iter().any(|s| {
+            s.records.iter().all(|r| ledger.is_done(r.id))
+                && keep_from.is_none_or(|k| s.last_id().is_none_or(|last| last < k))
+        });
+        if releasable {
+            self.persist_ledger()?;
+            self.acks_pending_since = None;
+            self.release_done_segments();
+        }
+        Ok(())
+    }
+
     /// Acknowledges several records with one ledger write.
     pub fn ack_many(
         &mut self,
@@ -653,6 +872,7 @@ impl DiskBuffer {
             self.ledger.mark(id);
         }
         self.persist_ledger()?;
+        self.acks_pending_since = None;
         self.release_done_segments();
         Ok(())
     }
@@ -717,6 +937,14 @@ impl DiskBuffer {
             torn_tail_bytes_dropped: self.torn_tail_bytes_dropped,
             corrupt_records: self.corrupt_records,
             records_dropped: self.records_dropped,
+            undecryptable_records: self.undecryptable_records,
+            quarantined_segments: self.quarantined.len(),
+            quarantined_records: self
+                .quarantined
+                .iter()
+                .map(|q| q.pending.as_ref().map_or(0, |p| p.len() as u64))
+                .sum(),
+            restored_records: self.restored_records,
             durable_id: self.durable_id,
             next_record_id: self.next_id,
         }

@@ -855,14 +855,62 @@ fn sealed_segments_record_their_cipher_and_need_its_key() {
     assert_eq!(&bytes[12..28], &[0xab; 16], "key id");
     assert!(!bytes.windows(8).any(|w| w == b"secret=1"));
 
-    let err = DiskBuffer::open(dir.path(), sync_config()).unwrap_err();
-    assert!(
-        matches!(&err, BufferError::KeyUnavailable { key_id, .. } if key_id == &"ab".repeat(16)),
-        "{err:?}"
-    );
+    // Without the key the segment goes to quarantine (with a note naming the key) and
+    // the buffer carries on; with the key back, the record returns under a new ID.
+    let mut buffer = DiskBuffer::open(dir.path(), sync_config()).unwrap();
+    assert_eq!(buffer.restore_quarantined(|c| c).unwrap(), 0);
+    assert_eq!(buffer.stats().quarantined_segments, 1);
+    assert!(drain(&mut buffer).is_empty());
+    drop(buffer);
+    let note = dir
+        .path()
+        .join(BUFFER_DIR)
+        .join(super::QUARANTINE_DIR)
+        .join("segment-00000000000000000000.buf.json");
+    let note = fs::read_to_string(note).unwrap();
+    assert!(note.contains(&"ab".repeat(16)), "{note}");
     let mut buffer =
         DiskBuffer::open_with_cipher(dir.path(), sync_config(), Arc::new(XorCipher)).unwrap();
-    assert_eq!(drain(&mut buffer), vec![(1, b"secret=1".to_vec())]);
+    assert_eq!(buffer.restore_quarantined(|c| c).unwrap(), 1);
+    assert_eq!(drain(&mut buffer), vec![(2, b"secret=1".to_vec())]);
+}
+
+#[test]
+fn a_quarantined_segment_waits_until_the_buffer_has_room_for_all_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BufferConfig {
+        max_segment_bytes: 4096,
+        max_total_bytes: 8192,
+        ..sync_config()
+    };
+    let xor = || -> Arc<dyn RecordCipher> { Arc::new(XorCipher) };
+    let mut b = DiskBuffer::open_with_cipher(dir.path(), config.clone(), xor()).unwrap();
+    for _ in 0..10 {
+        b.append(&[b'q'; 300]).unwrap();
+    }
+    drop(b);
+    // Without the key: quarantined; then plain records fill most of the buffer.
+    let mut b = DiskBuffer::open(dir.path(), config.clone()).unwrap();
+    for _ in 0..20 {
+        b.append(&[b'p'; 300]).unwrap();
+    }
+    drop(b);
+    // The key is back but there is no room for all ten: none is restored yet.
+    let mut b = DiskBuffer::open_with_cipher(dir.path(), config.clone(), xor()).unwrap();
+    assert_eq!(b.restore_quarantined(|c| c).unwrap(), 0);
+    assert_eq!(b.stats().quarantined_segments, 1);
+    assert_eq!(b.stats().quarantined_records, 10);
+    let ids = drain_ids(&mut b);
+    assert_eq!(ids.len(), 20);
+    b.ack_many(ids).unwrap();
+    drop(b);
+    // Room again: all ten come back, once.
+    let mut b = DiskBuffer::open_with_cipher(dir.path(), config, xor()).unwrap();
+    assert_eq!(b.restore_quarantined(|c| c).unwrap(), 10);
+    let restored = drain(&mut b);
+    assert_eq!(restored.len(), 10);
+    assert!(restored.iter().all(|(_, c)| c == &vec![b'q'; 300]));
+    assert_eq!(b.stats().quarantined_segments, 0);
 }
 
 #[test]
@@ -903,4 +951,39 @@ fn kept_segments_survive_acks_and_reopen_until_the_mark_moves() {
     assert_eq!(segment_files(dir.path()).len(), 2, "[1,2,3] went at open");
     b.keep_from(None);
     assert_eq!(segment_files(dir.path()).len(), 1);
+}
+
+#[test]
+fn deferred_acks_reach_the_ledger_with_the_next_sync_or_a_finished_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BufferConfig {
+        fsync_interval: Duration::from_secs(3600),
+        ..three_per_segment()
+    };
+    let mut buffer = open(dir.path(), config.clone());
+    for i in 1..=5 {
+        buffer.append(&batch(i)).unwrap();
+    }
+    assert_eq!(drain_ids(&mut buffer), vec![1, 2, 3, 4, 5]);
+    // An ack in memory only: a crash now means that record is sent again.
+    buffer.ack_deferred([4]).unwrap();
+    assert!(buffer.sync_deadline().is_some(), "the ack waits for a sync");
+    crash(buffer);
+    let mut buffer = open(dir.path(), config.clone());
+    assert_eq!(drain_ids(&mut buffer), vec![1, 2, 3, 4, 5]);
+    // A finished segment whose records are all acked: persisted and deleted at once.
+    let before = segment_files(dir.path()).len();
+    buffer.ack_deferred([1, 2, 3]).unwrap();
+    assert_eq!(segment_files(dir.path()).len(), before - 1);
+    // Otherwise the ack is persisted once the sync is due.
+    buffer.ack_deferred([5]).unwrap();
+    assert!(
+        buffer
+            .maybe_sync(Instant::now() + Duration::from_secs(7200))
+            .unwrap()
+    );
+    assert_eq!(buffer.sync_deadline(), None);
+    crash(buffer);
+    let mut buffer = open(dir.path(), config);
+    assert_eq!(drain_ids(&mut buffer), vec![4]);
 }

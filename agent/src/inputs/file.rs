@@ -136,6 +136,8 @@ pub(crate) struct FileInput {
     pub(crate) partial_timeout: Duration,
     /// What spill files need to be removed once their lines are acknowledged.
     pub(crate) spill: Option<SpillCleanup>,
+    /// Patterns added by a configuration reload, taken at the next scan.
+    pub(crate) added: Option<std::sync::mpsc::Receiver<GlobPattern>>,
 }
 
 struct Tailer {
@@ -196,6 +198,9 @@ impl FileInput {
     }
 
     fn scan(&mut self, tailers: &mut HashMap<FileKey, Tailer>) {
+        if let Some(added) = &self.added {
+            self.patterns.extend(added.try_iter());
+        }
         let mut found = HashMap::new();
         for p in &self.patterns {
             p.scan(&mut found);
@@ -351,6 +356,7 @@ impl FileInput {
         InputLine {
             line,
             position: None,
+            lane: crate::batch::lane_of(source),
         }
     }
 }

@@ -11,11 +11,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::InputLine;
+use super::connection::read_lines;
 use super::lines::LineSplitter;
 use crate::config::ListenAddr;
 use crate::enrich::Enricher;
@@ -123,54 +124,16 @@ async fn accept(listener: &Listener) -> std::io::Result<(Stream, InputKind)> {
 }
 
 async fn handle<S: AsyncRead + Unpin>(
-    mut stream: S,
+    stream: S,
     kind: InputKind,
     ctx: &SocketContext,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let counters = ctx.metrics.input(kind);
     let mut splitter = LineSplitter::new(ctx.max_line_bytes);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Vec::new();
-    loop {
-        let read = tokio::select! {
-            r = stream.read(&mut buf) => r,
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        };
-        let n = match read {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(input = kind.as_str(), error = %e, "Connection read failed.");
-                return;
-            }
-        };
-        let enrich = |raw: &[u8], out: &mut Vec<InputLine>| {
-            inc(&counters.events, 1);
-            inc(&counters.bytes, raw.len() as u64 + 1);
-            let (line, flags) = ctx.enricher.enrich(raw, kind.as_str());
-            if flags.truncated {
-                inc(&counters.truncated_lines, 1);
-            }
-            out.push(InputLine {
-                line,
-                position: None,
-            });
-        };
-        if n == 0 {
-            if let Some(rest) = splitter.take_partial() {
-                enrich(&rest, &mut out);
-            }
-        } else {
-            splitter.feed(&buf[..n], |raw, _| enrich(raw, &mut out));
-        }
-        inc(&counters.discarded_bytes, splitter.take_discarded());
-        for line in out.drain(..) {
-            if ctx.tx.send(line).await.is_err() {
-                return;
-            }
-        }
-        if n == 0 {
-            return;
-        }
-    }
+    let to_line = |raw: &[u8]| {
+        let (line, flags) = ctx.enricher.enrich(raw, kind.as_str());
+        (line, flags.truncated)
+    };
+    // Each line was followed by its newline.
+    read_lines(stream, kind, &mut splitter, 1, ctx, shutdown, &to_line).await;
 }

@@ -27,14 +27,13 @@
 //! tests.
 
 use time::{Month, OffsetDateTime, PrimitiveDateTime, Time};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use spoor_sdk::event::{Event, keys};
 use spoor_sdk::timestamp::{format_timestamp, parse_timestamp};
 
-use super::InputLine;
+use super::connection::{Framing, read_lines};
 use super::socket::SocketContext;
 use crate::metrics::{InputKind, inc};
 
@@ -384,55 +383,42 @@ pub(crate) async fn serve(
 }
 
 async fn handle(
-    mut stream: tokio::net::TcpStream,
+    stream: tokio::net::TcpStream,
     ctx: &SocketContext,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let counters = ctx.metrics.input(InputKind::Syslog);
     let mut framer = Framer::new(ctx.max_line_bytes);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Vec::new();
-    loop {
-        let read = tokio::select! {
-            r = stream.read(&mut buf) => r,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+    let to_line = |raw: &[u8]| {
+        let (line, flags) = match parse(raw, OffsetDateTime::now_utc()) {
+            Some(event) => ctx.enricher.enrich(event.to_line().as_bytes(), "syslog"),
+            None => ctx.enricher.enrich(raw, "syslog"),
         };
-        let n = match read {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(error = %e, "Syslog connection read failed.");
-                return;
-            }
-        };
-        let now = OffsetDateTime::now_utc();
-        let mut emit = |raw: &[u8]| {
-            inc(&counters.events, 1);
-            inc(&counters.bytes, raw.len() as u64);
-            let (line, flags) = match parse(raw, now) {
-                Some(event) => ctx.enricher.enrich(event.to_line().as_bytes(), "syslog"),
-                None => ctx.enricher.enrich(raw, "syslog"),
-            };
-            if flags.truncated {
-                inc(&counters.truncated_lines, 1);
-            }
-            out.push(InputLine {
-                line,
-                position: None,
-            });
-        };
-        if n == 0 {
-            framer.finish(&mut emit);
-        } else {
-            framer.feed(&buf[..n], &mut emit);
-        }
-        for line in out.drain(..) {
-            if ctx.tx.send(line).await.is_err() {
-                return;
-            }
-        }
-        if n == 0 {
-            return;
-        }
+        (line, flags.truncated)
+    };
+    read_lines(
+        stream,
+        InputKind::Syslog,
+        &mut framer,
+        0,
+        ctx,
+        shutdown,
+        &to_line,
+    )
+    .await;
+}
+
+impl Framing for Framer {
+    fn feed(&mut self, data: &[u8], emit: &mut dyn FnMut(&[u8])) {
+        Framer::feed(self, data, emit);
+    }
+
+    fn finish(&mut self, emit: &mut dyn FnMut(&[u8])) {
+        Framer::finish(self, emit);
+    }
+
+    fn take_discarded(&mut self) -> u64 {
+        // Over-long syslog messages are cut by the framer, not counted as discarded bytes.
+        0
     }
 }
 

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use regex::{Regex, RegexSet};
 use spoor_sdk::event::{Event, keys};
 
+pub(crate) use rules::parse_name;
 pub use rules::{Action, CustomRule, DetectorSetting, Detectors, RedactConfig};
 
 use crate::crypto::{KeyError, KeyRing, ValueCipher, load_key};
@@ -50,6 +51,11 @@ pub const ENCRYPT_KEY_ENV: &str = "SPOOR_REDACT_ENCRYPT_KEY";
 pub const HASH_KEY_FILE: &str = "keys/redact-hash.key";
 /// Where a generated `encrypt` key is kept, under the data directory.
 pub const ENCRYPT_KEY_FILE: &str = "keys/redact-encrypt.key";
+
+/// Where the running agent keeps its redactor: the enricher loads it for each line and a
+/// configuration reload stores a new one (or `None` when redaction is turned off) in one
+/// atomic swap.
+pub(crate) type RedactorSlot = std::sync::Arc<arc_swap::ArcSwapOption<Redactor>>;
 
 /// Keys never scanned: the agent overwrites them after redaction. Every other key is
 /// scanned, even reserved ones, since a sender may put anything anywhere.
@@ -111,6 +117,19 @@ impl RedactStats {
     /// Events dropped by `drop_event` rules.
     pub fn dropped_events(&self) -> u64 {
         self.dropped_events.load(Ordering::Relaxed)
+    }
+
+    /// Adds the counts of `old` (the stats of a redactor this one replaces) to the rules
+    /// of the same name, so counters in `/metrics` keep rising across a reload. Counts of
+    /// rules that no longer exist are left behind.
+    pub(crate) fn carry_over(&self, old: &RedactStats) {
+        for (name, count) in old.per_rule() {
+            if let Some(i) = self.names.iter().position(|n| n == name) {
+                self.counts[i].fetch_add(count, Ordering::Relaxed);
+            }
+        }
+        self.dropped_events
+            .fetch_add(old.dropped_events(), Ordering::Relaxed);
     }
 }
 
@@ -344,6 +363,8 @@ impl Redactor {
             }
             // `is_match` is a plain (non-overlapping) scan that can stop early; nearly
             // every value matches nothing, so the overlapping `matches` runs rarely.
+            // (Dropping it measured the same within noise on the loghub corpus: a few
+            // percent faster with every detector on, a few slower with the defaults.)
             if !self.set.is_match(value) {
                 continue;
             }

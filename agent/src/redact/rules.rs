@@ -103,6 +103,79 @@ impl Default for Detectors {
     }
 }
 
+impl Detectors {
+    /// The names of the built-in detectors, as in `[redact.detectors]`.
+    pub const NAMES: [&'static str; 11] = [
+        "card",
+        "email",
+        "aws_access_key",
+        "aws_secret_key",
+        "github_token",
+        "jwt",
+        "authorization",
+        "private_key",
+        "url_password",
+        "ssn",
+        "ip",
+    ];
+
+    /// The setting of the detector `name`, for changing it (`None` for an unknown name).
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut DetectorSetting> {
+        Some(match name {
+            "card" => &mut self.card,
+            "email" => &mut self.email,
+            "aws_access_key" => &mut self.aws_access_key,
+            "aws_secret_key" => &mut self.aws_secret_key,
+            "github_token" => &mut self.github_token,
+            "jwt" => &mut self.jwt,
+            "authorization" => &mut self.authorization,
+            "private_key" => &mut self.private_key,
+            "url_password" => &mut self.url_password,
+            "ssn" => &mut self.ssn,
+            "ip" => &mut self.ip,
+            _ => return None,
+        })
+    }
+
+    /// Applies a list such as `all=off,card,email=hash` in order: `NAME=SETTING` sets one
+    /// detector (`off` or an action), a bare `NAME` means `NAME=mask`, and `all` stands
+    /// for every detector. Detectors the list does not name keep their setting.
+    pub fn apply_list(&mut self, list: &str) -> Result<(), String> {
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (name, setting) = item.split_once('=').unwrap_or((item, "mask"));
+            let setting: DetectorSetting = parse_name(setting.trim()).map_err(|_| {
+                format!("`{item}`: expected off, mask, hash, drop_field, drop_event or encrypt")
+            })?;
+            let name = name.trim();
+            if name == "all" {
+                for n in Self::NAMES {
+                    if let Some(s) = self.get_mut(n) {
+                        *s = setting;
+                    }
+                }
+                continue;
+            }
+            let slot = self.get_mut(name).ok_or_else(|| {
+                format!(
+                    "`{name}` is not a detector (expected all or one of {})",
+                    Self::NAMES.join(", ")
+                )
+            })?;
+            *slot = setting;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a unit enum variant by its config name (`drop_field`; `drop-field` too).
+pub(crate) fn parse_name<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    use serde::de::IntoDeserializer as _;
+    let name = text.trim().replace('-', "_");
+    let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+        name.as_str().into_deserializer();
+    T::deserialize(de).map_err(|e| format!("`{text}`: {e}"))
+}
+
 /// A custom rule: a regular expression with a name. The first capture group that took
 /// part in a match is what is redacted, or the whole match without groups.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

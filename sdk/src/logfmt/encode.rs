@@ -6,16 +6,41 @@ fn is_key_char(c: char) -> bool {
     c > ' ' && c != '=' && c != '"' && !c.is_control() && !c.is_whitespace()
 }
 
+fn char_needs_quoting(c: char) -> bool {
+    c == ' ' || c == '=' || c == '"' || c.is_control() || c.is_whitespace() || c == '\\'
+}
+
+/// [`char_needs_quoting`] for an ASCII byte: space and below, `=`, `"`, `\\`, DEL.
+fn ascii_needs_quoting(b: u8) -> bool {
+    b <= b' ' || b == b'=' || b == b'"' || b == b'\\' || b == 0x7f
+}
+
 /// Whether a value must be double-quoted to survive a round trip.
+///
+/// This runs for every value of every event on the task's thread, so ASCII is checked a
+/// byte at a time without decoding characters; from the first non-ASCII byte on, the
+/// rest is checked by character (Unicode whitespace and C1 controls need quotes too).
 pub fn needs_quoting(value: &str) -> bool {
-    value.chars().any(|c| {
-        c == ' ' || c == '=' || c == '"' || c.is_control() || c.is_whitespace() || c == '\\'
-    })
+    for (i, &b) in value.as_bytes().iter().enumerate() {
+        if b >= 0x80 {
+            // Every byte before `i` was ASCII, so `i` is a character boundary.
+            return value[i..].chars().any(char_needs_quoting);
+        }
+        if ascii_needs_quoting(b) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Appends `key`, dropping the characters a key cannot hold. A key left empty is written
 /// as `_`, so the line stays parseable.
 pub fn write_key(out: &mut String, key: &str) {
+    // The common case, a plain ASCII name, is copied whole.
+    if !key.is_empty() && key.bytes().all(|b| b < 0x80 && !ascii_needs_quoting(b)) {
+        out.push_str(key);
+        return;
+    }
     let start = out.len();
     out.extend(key.chars().filter(|&c| is_key_char(c)));
     if out.len() == start {
@@ -32,30 +57,50 @@ pub fn write_value(out: &mut String, value: &str) {
     }
     out.reserve(value.len() + 2);
     out.push('"');
+    // Byte by byte while ASCII (the common case), a character at a time otherwise; runs
+    // that need no escape are copied whole.
+    let bytes = value.as_bytes();
     let mut plain_from = 0;
-    for (i, c) in value.char_indices() {
-        let escape: Option<&str> = match c {
-            '"' => Some("\\\""),
-            '\\' => Some("\\\\"),
-            '\n' => Some("\\n"),
-            '\r' => Some("\\r"),
-            '\t' => Some("\\t"),
-            _ => None,
-        };
-        let special = escape.is_some() || c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
-        if !special {
-            continue;
-        }
-        out.push_str(&value[plain_from..i]);
-        plain_from = i + c.len_utf8();
-        match escape {
-            Some(e) => out.push_str(e),
-            None => {
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b >= 0x80 {
+            // `i` is a character boundary: every step so far was a whole character.
+            let Some(c) = value[i..].chars().next() else {
+                break;
+            };
+            let len = c.len_utf8();
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                out.push_str(&value[plain_from..i]);
                 use std::fmt::Write as _;
                 // Writing to a String cannot fail.
                 let _ = write!(out, "\\u{:04x}", c as u32);
+                plain_from = i + len;
             }
+            i += len;
+            continue;
         }
+        let escape: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            _ => None,
+        };
+        if escape.is_some() || b < 0x20 || b == 0x7f {
+            out.push_str(&value[plain_from..i]);
+            match escape {
+                Some(e) => out.push_str(e),
+                None => {
+                    use std::fmt::Write as _;
+                    // Writing to a String cannot fail.
+                    let _ = write!(out, "\\u{:04x}", b);
+                }
+            }
+            plain_from = i + 1;
+        }
+        i += 1;
     }
     out.push_str(&value[plain_from..]);
     out.push('"');
