@@ -84,6 +84,7 @@
       askToken('needed', 'This collector requires a token. Enter one with the read scope.');
     } else if (status === 401) {
       askToken('rejected', 'The token was rejected (' + why + '). Enter a valid token.');
+      $('token-btn').textContent = 'Token ✗';
     } else {
       askToken('scope', 'Not allowed: ' + why + '. Enter a token with that scope to use this page.');
     }
