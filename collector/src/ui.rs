@@ -88,7 +88,16 @@ mod tests {
         assert!(!INDEX_HTML.contains("<script>"));
         assert!(!INDEX_HTML.contains("style="));
         assert!(!INDEX_HTML.contains("http://") && !INDEX_HTML.contains("https://"));
-        assert!(!APP_JS.contains("innerHTML"));
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+        ] {
+            assert!(!APP_JS.contains(sink), "app.js uses {sink}");
+        }
         assert!(!APP_CSS.contains("url(http"));
     }
 }

@@ -68,10 +68,29 @@
     const t = token();
     return t ? { Authorization: 'Bearer ' + t } : {};
   }
-  function askToken(reason) {
+  // Shows the token form with why it is needed. `kind`: needed (no token sent), rejected
+  // (the collector does not know the token), scope (known, but lacks the scope).
+  function askToken(kind, text) {
     $('token-form').hidden = false;
-    if (reason) toast(reason);
-    $('token-input').focus();
+    const m = $('auth-msg');
+    m.textContent = text;
+    m.dataset.kind = kind;
+    m.hidden = false;
+    if (document.activeElement !== $('token-input')) $('token-input').focus();
+  }
+  function authProblem(status, body) {
+    const why = (body && body.error) || ('HTTP ' + status);
+    if (status === 401 && !token()) {
+      askToken('needed', 'This collector requires a token. Enter one with the read scope.');
+    } else if (status === 401) {
+      askToken('rejected', 'The token was rejected (' + why + '). Enter a valid token.');
+      $('token-btn').textContent = 'Token ✗';
+    } else {
+      askToken('scope', 'Not allowed: ' + why + '. Enter a token with that scope to use this page.');
+    }
+  }
+  function markToken() {
+    $('token-btn').textContent = token() ? 'Token ✓' : 'Token';
   }
 
   class ApiError extends Error {
@@ -92,10 +111,7 @@
     const r = await fetch(u, opts);
     let body = null;
     try { body = await r.json(); } catch (_) { body = null; }
-    if (r.status === 401 || r.status === 403) {
-      askToken(r.status === 401 ? 'This collector needs a token with the read scope.'
-        : 'The token lacks the scope this page needs.');
-    }
+    if (r.status === 401 || r.status === 403) authProblem(r.status, body);
     if (!r.ok) throw new ApiError(r.status, body);
     return body;
   }
@@ -293,7 +309,10 @@
       if (gen !== generation) return;
       $('summary').textContent = '';
       if (e.status === 400) showQueryError(e, q);
-      else { clearQueryError(); $('summary').textContent = 'Search failed: ' + e.message; }
+      else {
+        clearQueryError();
+        $('summary').textContent = (e.status === 401 || e.status === 403 ? 'Not authorised: ' : 'Search failed: ') + e.message;
+      }
       clear($('results')); clear($('histogram')); clear($('facets'));
       $('pipeline').hidden = true; $('more-btn').hidden = true;
       return;
@@ -309,6 +328,7 @@
       $('pipeline').hidden = true;
       lastHits = res.hits || [];
       renderRows($('results'), lastHits);
+      markFirstResults();
       $('more-btn').hidden = lastHits.length >= res.total || lastHits.length < limit;
     }
     histP.then((h) => { if (gen === generation) renderHistogram(h); })
@@ -334,6 +354,15 @@
     if (state.from === 'all' && !state.to) return 'all time';
     if (PRESETS.includes(state.from) && !state.to) return 'last ' + state.from;
     return (state.from || 'start') + ' → ' + (state.to || 'now');
+  }
+
+  // The first time results are on the page, as a User Timing mark (read by the first-paint
+  // benchmark, collector/ui/tests/firstpaint.mjs).
+  function markFirstResults() {
+    if (markFirstResults.done) return;
+    markFirstResults.done = true;
+    // After the frame holding the rows: rAF runs before that paint, the timeout after it.
+    requestAnimationFrame(() => setTimeout(() => performance.mark('spoor-first-results'), 0));
   }
 
   // ----- rows -----
@@ -545,6 +574,9 @@
   }
 
   // ----- pipeline results -----
+  // `timechart` answers columns [time, (by), count]: drawn as a line per series. Other
+  // pipelines (`count by`, `top`) are a table with a bar per row when the last column is a
+  // number. Everything is built with createElementNS/createElement and textContent.
   function renderPipeline(res) {
     const box = $('pipeline');
     clear(box);
@@ -552,30 +584,96 @@
     clear($('histogram'));
     const cols = res.columns || [];
     const rows = res.rows || [];
-    // A chart when the last column is numeric: bars per row.
-    const numeric = rows.length > 0 && rows.every((r) => r.length && !Number.isNaN(Number(r[r.length - 1])));
-    if (numeric && rows.length > 1 && rows.length <= 500) {
-      const W = Math.max(300, box.clientWidth || 800), H = 160;
-      const max = Math.max(1, ...rows.map((r) => Number(r[r.length - 1])));
-      const s = svg('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}` });
-      const bw = W / rows.length;
-      rows.forEach((r, i) => {
-        const v = Number(r[r.length - 1]);
-        const h = (v / max) * (H - 10);
-        const rect = svg('rect', { class: 'pbar', x: i * bw + 0.5, y: H - h, width: Math.max(1, bw - 1), height: h });
-        const t = svg('title'); t.textContent = r.map(str).join(' · ');
-        rect.appendChild(t);
-        s.appendChild(rect);
-      });
-      box.appendChild(el('div', { class: 'pchart' }, s));
-    }
-    const thead = el('tr', null, cols.map((c) => el('th', { text: c })));
+    const isTimechart = cols[0] === 'time' && cols[cols.length - 1] === 'count' &&
+      (cols.length === 2 || cols.length === 3) && rows.every((r) => !Number.isNaN(Date.parse(str(r[0]))));
+    if (isTimechart && rows.length) box.appendChild(timechart(cols, rows));
+    const numeric = rows.length > 0 && rows.every((r) => r.length && r[r.length - 1] !== null &&
+      r[r.length - 1] !== '' && !Number.isNaN(Number(r[r.length - 1])));
+    const withBars = numeric && !isTimechart;
+    const max = withBars ? Math.max(1, ...rows.map((r) => Number(r[r.length - 1]))) : 1;
+    const thead = el('tr', null, cols.map((c) => el('th', { text: c })), withBars ? el('th', { class: 'barcol' }) : null);
     const tbody = el('tbody');
     for (const r of rows) {
-      tbody.appendChild(el('tr', null, r.map((v) => el('td', {
-        class: typeof v === 'number' || (/^-?\d+(\.\d+)?$/.test(str(v))) ? 'num' : null, text: str(v) }))));
+      const tr = el('tr', null, r.map((v) => el('td', {
+        class: typeof v === 'number' || (/^-?\d+(\.\d+)?$/.test(str(v))) ? 'num' : null, text: str(v) })));
+      if (withBars) {
+        const W = 200, H = 12;
+        const b = svg('svg', { class: 'hbar', width: W, height: H, viewBox: `0 0 ${W} ${H}`, 'aria-hidden': 'true' });
+        b.appendChild(svg('rect', { class: 'pbar', x: 0, y: 1, height: H - 2,
+          width: Math.max(1, (Number(r[r.length - 1]) / max) * W) }));
+        tr.appendChild(el('td', { class: 'barcell' }, b));
+      }
+      tbody.appendChild(tr);
     }
     box.appendChild(el('table', { class: 'grid', id: 'pipeline-table' }, el('thead', null, thead), tbody));
+  }
+
+  const SERIES_COLOURS = 10;
+  function timechart(cols, rows) {
+    const by = cols.length === 3;
+    const times = [...new Set(rows.map((r) => Date.parse(str(r[0]))))].sort((a, b) => a - b);
+    const seriesNames = [];
+    const values = new Map(); // series -> Map(time -> count)
+    for (const r of rows) {
+      const name = by ? str(r[1]) : 'count';
+      if (!values.has(name)) { values.set(name, new Map()); seriesNames.push(name); }
+      const t = Date.parse(str(r[0]));
+      const m = values.get(name);
+      m.set(t, (m.get(t) || 0) + (Number(r[r.length - 1]) || 0));
+    }
+    // Level series take their level's colour; others a palette slot by order.
+    const cls = (name, i) => (by && cols[1] === 'level' && LEVELS.includes(name.toLowerCase()))
+      ? 'ser-' + name.toLowerCase() : 'ser-c' + (i % SERIES_COLOURS);
+    const W = 900, H = 220, left = 48, right = 10, top = 10, bottom = 22;
+    const iw = W - left - right, ih = H - top - bottom;
+    const t0 = times[0], t1 = times[times.length - 1];
+    let max = 1;
+    for (const m of values.values()) for (const v of m.values()) max = Math.max(max, v);
+    const xAt = (t) => left + (t1 === t0 ? iw / 2 : ((t - t0) / (t1 - t0)) * iw);
+    const yAt = (v) => top + ih - (v / max) * ih;
+    const s = svg('svg', { class: 'timechart', viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none',
+      role: 'img', 'data-series': seriesNames.length, 'data-points': times.length });
+    // Grid and axes.
+    for (let i = 0; i <= 4; i++) {
+      const v = (max * i) / 4, y = yAt(v);
+      s.appendChild(svg('line', { class: 'grid-line', x1: left, x2: W - right, y1: y, y2: y }));
+      const tx = svg('text', { class: 'axis', x: left - 4, y: y + 3, 'text-anchor': 'end' });
+      tx.textContent = Number.isInteger(v) ? String(v) : v.toFixed(1);
+      s.appendChild(tx);
+    }
+    const nLabels = Math.min(times.length, 6);
+    const span = t1 - t0;
+    for (let i = 0; i < nLabels; i++) {
+      const t = nLabels === 1 ? t0 : t0 + (span * i) / (nLabels - 1);
+      const tx = svg('text', { class: 'axis', x: xAt(t), y: H - 6,
+        'text-anchor': nLabels === 1 ? 'middle' : (i === 0 ? 'start' : (i === nLabels - 1 ? 'end' : 'middle')) });
+      tx.textContent = fmtLocal(t, span > 86400000).replace(/\.\d+$/, '');
+      s.appendChild(tx);
+    }
+    // One path per series over every time bucket (a bucket with no row counts 0).
+    const dots = times.length * seriesNames.length <= 2000;
+    seriesNames.forEach((name, i) => {
+      const m = values.get(name);
+      const g = svg('g', { class: 'series-group' });
+      const d = times.map((t, j) => (j ? 'L' : 'M') + xAt(t).toFixed(1) + ' ' + yAt(m.get(t) || 0).toFixed(1)).join(' ');
+      const path = svg('path', { class: 'series ' + cls(name, i), d, 'data-series': name, 'data-points': times.length });
+      const title = svg('title'); title.textContent = name;
+      path.appendChild(title);
+      g.appendChild(path);
+      if (dots) {
+        for (const t of times) {
+          const c = svg('circle', { class: 'pt ' + cls(name, i), cx: xAt(t), cy: yAt(m.get(t) || 0), r: 2.5 });
+          const tt = svg('title');
+          tt.textContent = fmtLocal(t, true) + '\n' + name + ': ' + (m.get(t) || 0);
+          c.appendChild(tt);
+          g.appendChild(c);
+        }
+      }
+      s.appendChild(g);
+    });
+    const legend = el('div', { class: 'legend' }, seriesNames.map((name, i) =>
+      el('span', { class: 'legend-item' }, el('span', { class: 'sw ' + cls(name, i) }), el('span', { text: name }))));
+    return el('div', { class: 'pchart', id: 'timechart' }, s, legend);
   }
 
   // ----- live tail -----
@@ -594,6 +692,7 @@
       .then(async (r) => {
         if (!r.ok) {
           let body = null; try { body = await r.json(); } catch (_) { /* not JSON */ }
+          if (r.status === 401 || r.status === 403) authProblem(r.status, body);
           throw new ApiError(r.status, body);
         }
         // The server picks the starting point when it answers: from here on nothing is missed.
@@ -728,37 +827,39 @@
     if (!hits.length) box.appendChild(el('div', { class: 'note', text: 'No lines for this task run.' }));
   }
 
-  // ---------- generic JSON → tables (dead letters, alerts) ----------
-  function scalarKeys(objs) {
-    const keys = [];
-    for (const o of objs) for (const [k, v] of Object.entries(o || {})) {
-      if (!keys.includes(k) && (v === null || typeof v !== 'object')) keys.push(k);
-    }
-    return keys.slice(0, 10);
-  }
-  function jsonTable(objs, onRow) {
-    const keys = scalarKeys(objs);
+  // ---------- small table helper (dead letters, alerts) ----------
+  // `columns`: [header, (obj) => text or Node]. Cells get text only.
+  function table(id, columns, objs, rowClass) {
     const tbody = el('tbody');
     for (const o of objs) {
-      const tr = el('tr', null, keys.map((k) => el('td', { text: str(o[k]) })));
-      if (onRow) { tr.classList.add('clickable'); tr.addEventListener('click', () => onRow(o)); }
-      tbody.appendChild(tr);
+      tbody.appendChild(el('tr', { class: rowClass ? rowClass(o) : null },
+        columns.map(([, f]) => { const v = f(o); return el('td', null, v instanceof Node ? v : str(v)); })));
     }
-    return el('table', { class: 'grid' }, el('thead', null, el('tr', null, keys.map((k) => el('th', { text: k })))), tbody);
+    return el('table', { class: 'grid', id }, el('thead', null,
+      el('tr', null, columns.map(([h]) => el('th', { text: h })))), tbody);
   }
-  function renderJson(container, value, depth) {
-    if (Array.isArray(value) && value.length && value.every((v) => v && typeof v === 'object' && !Array.isArray(v))) {
-      container.appendChild(jsonTable(value));
-    } else if (value && typeof value === 'object' && !Array.isArray(value) && (depth || 0) < 1) {
-      for (const [k, v] of Object.entries(value)) {
-        container.appendChild(el('h3', { text: k }));
-        renderJson(container, v, (depth || 0) + 1);
+  function authNote(e, what) {
+    if (e.status === 401) return what + ': a token is needed (' + e.message + ')';
+    if (e.status === 403) return what + ': ' + e.message + ' (this page needs the admin scope)';
+    return what + ': ' + e.message;
+  }
+  // A button that asks for a second click before it acts (no confirm(): it blocks the page).
+  function twoStep(label, confirmLabel, cls, act) {
+    const b = el('button', { type: 'button', class: cls, text: label });
+    let armed = null;
+    b.addEventListener('click', async () => {
+      if (!armed) {
+        b.textContent = confirmLabel;
+        b.classList.add('armed');
+        armed = setTimeout(() => { armed = null; b.textContent = label; b.classList.remove('armed'); }, 4000);
+        return;
       }
-    } else if (Array.isArray(value) && !value.length) {
-      container.appendChild(el('div', { class: 'note', text: 'none' }));
-    } else {
-      container.appendChild(el('pre', { class: 'raw', text: JSON.stringify(value, null, 2) }));
-    }
+      clearTimeout(armed); armed = null;
+      b.textContent = label; b.classList.remove('armed');
+      b.disabled = true;
+      try { await act(); } finally { b.disabled = false; }
+    });
+    return b;
   }
 
   // ---------- dead letters ----------
@@ -766,50 +867,257 @@
     const list = $('dlq-list'), msg = $('dlq-msg');
     clear(list); msg.textContent = 'Loading…'; msg.className = 'note';
     $('dlq-detail').hidden = true;
+    const params = { limit: 500, task: $('dlq-task').value.trim(), state: $('dlq-state').value };
     try {
-      const res = await api('/api/v1/dlq', { limit: 500 });
+      const res = await api('/api/v1/dlq', params);
       const entries = res.entries || [];
-      msg.textContent = entries.length + ' of ' + res.total + ' dead letters · click one to inspect and replay';
-      if (entries.length) list.appendChild(jsonTable(entries, showDlq));
+      msg.textContent = entries.length + ' of ' + res.total + ' dead letters' +
+        (entries.length ? ' · inspect one to see it in full; dry run shows what a replay would send' : '');
+      if (!entries.length) return;
+      list.appendChild(table('dlq-table', [
+        ['id', (e) => e.id],
+        ['task', (e) => e.task],
+        ['task_id', (e) => e.task_id],
+        ['state', (e) => el('span', { class: 'state state-' + str(e.state), text: str(e.state) })],
+        ['attempts', (e) => e.attempts],
+        ['error', (e) => el('span', { class: 'clip', title: str(e.error), text: str(e.error) })],
+        ['last failed', (e) => e.last_failed || e.ts],
+        ['replays', (e) => e.replays],
+        ['', (e) => el('span', { class: 'row-actions' },
+          el('button', { type: 'button', class: 'ghost mini dlq-inspect', text: 'Inspect', onclick: () => showDlq(e, null) }),
+          el('button', { type: 'button', class: 'ghost mini dlq-dry', text: 'Dry run', onclick: () => showDlq(e, 'dry') }))],
+      ], entries, (e) => 'dlq-row dlq-' + str(e.state)));
+      for (const tr of list.querySelectorAll('tbody tr')) {
+        const i = [...tr.parentNode.children].indexOf(tr);
+        tr.dataset.id = str(entries[i].id);
+      }
     } catch (e) {
       msg.className = 'note err';
-      msg.textContent = 'Dead letters unavailable: ' + e.message + (e.status === 403 ? ' (needs the admin scope)' : '');
+      msg.textContent = authNote(e, 'Dead letters unavailable');
     }
   }
-  function showDlq(entry) {
+
+  // The detail panel of one entry: every field, then dry run / replay / discard.
+  async function showDlq(entry, action) {
     const d = $('dlq-detail');
     clear(d); d.hidden = false;
-    const out = el('pre', { class: 'raw', text: JSON.stringify(entry, null, 2) });
-    const result = el('pre', { class: 'raw', hidden: true });
-    const report = (v) => { result.hidden = false; result.textContent = JSON.stringify(v, null, 2); };
-    append(d, el('h3', { text: 'Dead letter ' + str(entry.id) }), out,
+    d.dataset.id = str(entry.id);
+    const result = el('div', { id: 'dlq-result', class: 'dlq-result', hidden: true });
+    const report = (node) => { clear(result); result.hidden = false; result.appendChild(node); };
+    const fail = (e, what) => report(el('div', { class: 'note err', text: authNote(e, what) }));
+    const fields = el('tbody');
+    for (const [k, v] of Object.entries(entry)) {
+      if (v === null || v === undefined) continue;
+      fields.appendChild(el('tr', null, el('td', { class: 'k', text: k }),
+        el('td', { class: 'v', text: typeof v === 'object' ? JSON.stringify(v, null, 2) : str(v) })));
+    }
+    const dryRun = async () => {
+      try {
+        const res = await api('/api/v1/dlq/replay', null, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ ids: [entry.id], dry_run: true }) });
+        report(dryRunView(res));
+      } catch (e) { fail(e, 'Dry run failed'); }
+    };
+    const replay = async () => {
+      try {
+        const res = await api('/api/v1/dlq/' + encodeURIComponent(str(entry.id)) + '/replay', null, { method: 'POST' });
+        const job = res.job || {};
+        const e = res.entry || {};
+        const answer = e.last_attempt ? ' · ' + (e.last_attempt.status ? 'HTTP ' + e.last_attempt.status : '') +
+          (e.last_attempt.answer ? ' ' + str(e.last_attempt.answer) : '') : '';
+        report(el('div', { class: job.failed ? 'note err' : 'note', id: 'dlq-replayed',
+          text: (job.failed ? 'Replay failed' : (job.refused ? 'Replay refused' : 'Replayed')) +
+            ' · entry is now ' + str(e.state) + answer }));
+        refreshDlqRow(res.entry);
+      } catch (e) { fail(e, 'Replay refused'); }
+    };
+    const discard = async () => {
+      try {
+        const res = await api('/api/v1/dlq/' + encodeURIComponent(str(entry.id)) + '/discard', null, { method: 'POST' });
+        report(el('div', { class: 'note', id: 'dlq-discarded', text: 'Discarded by ' + str(res.discarded_by) }));
+        refreshDlqRow(res);
+      } catch (e) { fail(e, 'Discard failed'); }
+    };
+    append(d, el('div', { class: 'view-head' }, el('h3', { text: 'Dead letter ' + str(entry.id) + ' · ' + str(entry.task) })),
+      el('table', { class: 'fields' }, fields),
       el('div', { class: 'row-actions' },
-        el('button', { type: 'button', class: 'ghost', text: 'Dry run (same task)', onclick: async () => {
-          try { report(await api('/api/v1/dlq/replay', null, { method: 'POST', headers: { 'Content-Type': 'application/json' },
-            body: JSON.stringify({ task: entry.task, dry_run: true }) })); } catch (e) { report({ error: e.message }); }
-        } }),
-        el('button', { type: 'button', text: 'Replay this one', onclick: async () => {
-          if (!confirm('Replay dead letter ' + str(entry.id) + ' now?')) return;
-          try { report(await api('/api/v1/dlq/' + encodeURIComponent(str(entry.id)) + '/replay', null, { method: 'POST' })); }
-          catch (e) { report({ error: e.message }); }
-        } }),
+        el('button', { type: 'button', class: 'ghost', id: 'dlq-dry-btn', text: 'Dry run', onclick: dryRun }),
+        twoStep('Replay', 'Click again to replay', 'dlq-replay-btn', replay),
+        twoStep('Discard', 'Click again to discard', 'ghost dlq-discard-btn', discard),
         entry.task_id ? el('button', { type: 'button', class: 'ghost', text: 'Task run',
           onclick: () => navigate({ view: 'task', task_id: str(entry.task_id) }) }) : null),
       result);
     d.scrollIntoView({ block: 'nearest' });
+    if (action === 'dry') await dryRun();
+  }
+  function dryRunView(res) {
+    const box = el('div', { id: 'dlq-dryrun', class: 'dryrun' });
+    for (const s of res.send || []) {
+      box.appendChild(el('div', { class: 'would-send' },
+        el('div', { class: 'dr-head' }, el('strong', { text: 'Would send' }), ' to ', el('code', { class: 'dr-url', text: str(s.url) })),
+        el('div', null, 'Idempotency-Key: ', el('code', { class: 'dr-key', text: str(s.idempotency_key) })),
+        el('pre', { class: 'raw dr-body', text: JSON.stringify(s.body !== undefined ? s.body : s.entry, null, 2) })));
+    }
+    for (const r of res.refused || []) {
+      box.appendChild(el('div', { class: 'refused note err' }, el('strong', { text: 'Refused: ' }), str(r.reason)));
+    }
+    if (!(res.send || []).length && !(res.refused || []).length) box.appendChild(el('div', { class: 'note', text: 'Nothing would be sent.' }));
+    box.appendChild(el('div', { class: 'note', text: 'Dry run: nothing was sent.' }));
+    return box;
+  }
+  function refreshDlqRow(entry) {
+    if (!entry) return;
+    const tr = document.querySelector('#dlq-table tr[data-id="' + CSS.escape(str(entry.id)) + '"]');
+    if (!tr) return;
+    tr.className = 'dlq-row dlq-' + str(entry.state);
+    const st = tr.querySelector('.state');
+    if (st) { st.textContent = str(entry.state); st.className = 'state state-' + str(entry.state); }
   }
 
   // ---------- alerts ----------
+  let alertRules = [];
   async function renderAlerts() {
     const body = $('alerts-body'), msg = $('alerts-msg');
     clear(body); msg.textContent = 'Loading…'; msg.className = 'note';
+    let res;
     try {
-      const res = await api('/api/v1/alerts');
-      msg.textContent = '';
-      renderJson(body, res, 0);
+      res = await api('/api/v1/alerts');
     } catch (e) {
       msg.className = 'note err';
-      msg.textContent = 'Alerts unavailable: ' + e.message;
+      msg.textContent = authNote(e, 'Alerts unavailable');
+      return;
+    }
+    alertRules = res.rules || [];
+    msg.textContent = alertRules.length + ' rules · ' + (res.silences || []).length + ' active silences' +
+      (res.undelivered ? ' · ' + res.undelivered + ' notifications waiting for delivery' : '');
+    body.appendChild(el('h2', { text: 'Rules' }));
+    if (!alertRules.length) body.appendChild(el('div', { class: 'note', text: 'No rules are configured ([[alerts.rule]]).' }));
+    else body.appendChild(rulesTable(alertRules));
+    body.appendChild(el('h2', { text: 'Silences' }));
+    body.appendChild(silencesView(res.silences || []));
+    body.appendChild(silenceForm(alertRules));
+    body.appendChild(el('h2', { id: 'history-title', text: 'History' }));
+    body.appendChild(el('div', { id: 'alert-history' }));
+    renderHistory('');
+  }
+  function labelsText(obj) {
+    return Object.entries(obj || {}).map(([k, v]) => k + '=' + str(v)).join(' ');
+  }
+  function rulesTable(rules) {
+    const tbody = el('tbody');
+    for (const r of rules) {
+      tbody.appendChild(el('tr', { class: 'rule', 'data-rule': r.name },
+        el('td', { text: str(r.name) }),
+        el('td', { text: str(r.kind) }),
+        el('td', null, el('button', { type: 'button', class: 'fval', title: 'Search these lines',
+          onclick: () => navigate({ view: 'search', q: str(r.query), from: str(r.window) || DEFAULT_RANGE, to: '' }), text: str(r.query) })),
+        el('td', { text: str(r.threshold) }),
+        el('td', { text: str(r.window) }),
+        el('td', null, el('span', { class: 'state state-' + str(r.state), text: str(r.state) })),
+        el('td', { text: str(r.severity) }),
+        el('td', { text: (r.notify || []).map(str).join(', ') }),
+        el('td', null, el('span', { class: 'row-actions' },
+          el('button', { type: 'button', class: 'ghost mini', text: 'History', onclick: () => renderHistory(str(r.name)) }),
+          el('button', { type: 'button', class: 'ghost mini', text: 'Silence', onclick: () => {
+            $('silence-rule').value = str(r.name); $('silence-duration').focus();
+          } })))));
+      for (const a of r.alerts || []) {
+        tbody.appendChild(el('tr', { class: 'alert-instance' },
+          el('td', { class: 'indent', text: '↳ ' + (labelsText(a.group) || 'alert') }),
+          el('td', { colspan: 4, text: 'value ' + str(a.value) +
+            (a.active_since ? ' · active since ' + fmtLocal(Date.parse(a.active_since), true) : '') +
+            (a.fired_at ? ' · fired ' + fmtLocal(Date.parse(a.fired_at), true) : '') +
+            (a.resolved_at ? ' · resolved ' + fmtLocal(Date.parse(a.resolved_at), true) : '') }),
+          el('td', null, el('span', { class: 'state state-' + str(a.state), text: str(a.state) })),
+          el('td', { colspan: 3, text: a.notified_at ? 'notified ' + fmtLocal(Date.parse(a.notified_at), true) : '' })));
+      }
+    }
+    return el('table', { class: 'grid', id: 'alert-rules' }, el('thead', null, el('tr', null,
+      ['rule', 'kind', 'query', 'threshold', 'window', 'state', 'severity', 'notify', ''].map((h) => el('th', { text: h })))), tbody);
+  }
+  function silencesView(silences) {
+    if (!silences.length) return el('div', { class: 'note', id: 'silences-none', text: 'No active silences.' });
+    const t = table('silences', [
+      ['matchers', (s) => labelsText(s.matchers)],
+      ['until', (s) => el('span', { title: 'UTC ' + str(s.expires_at), text: fmtLocal(Date.parse(s.expires_at), true) })],
+      ['comment', (s) => s.comment],
+      ['by', (s) => s.created_by],
+      ['id', (s) => s.id],
+      ['', (s) => twoStep('Expire', 'Click again to expire', 'ghost mini expire-btn', async () => {
+        try {
+          await api('/api/v1/alerts/silences/' + encodeURIComponent(str(s.id)), null, { method: 'DELETE' });
+          toast('Silence expired');
+          renderAlerts();
+        } catch (e) { $('silence-msg').className = 'note err'; $('silence-msg').textContent = authNote(e, 'Could not expire'); }
+      })],
+    ], silences, () => 'silence');
+    const rows = t.querySelectorAll('tbody tr');
+    silences.forEach((s, i) => { rows[i].dataset.id = str(s.id); });
+    return t;
+  }
+  // Creating a silence needs the admin scope; the collector says so if the token lacks it.
+  function silenceForm(rules) {
+    const f = el('form', { id: 'silence-form', class: 'silence-form', autocomplete: 'off' },
+      el('label', { for: 'silence-rule', text: 'Rule' }),
+      el('select', { id: 'silence-rule' }, el('option', { value: '', text: '(any rule: use matchers)' }),
+        rules.map((r) => el('option', { value: str(r.name), text: str(r.name) }))),
+      el('label', { for: 'silence-matchers', text: 'Labels' }),
+      el('input', { id: 'silence-matchers', type: 'text', placeholder: 'task=charge host=web-1', spellcheck: 'false' }),
+      el('label', { for: 'silence-duration', text: 'For' }),
+      el('input', { id: 'silence-duration', type: 'text', value: '1h', size: 6 }),
+      el('label', { for: 'silence-comment', text: 'Comment' }),
+      el('input', { id: 'silence-comment', type: 'text', placeholder: 'why' }),
+      el('button', { type: 'submit', id: 'silence-create', text: 'Create silence' }));
+    const out = el('div', { id: 'silence-msg', class: 'note' });
+    f.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const matchers = {};
+      for (const pair of $('silence-matchers').value.trim().split(/\s+/).filter(Boolean)) {
+        const i = pair.indexOf('=');
+        if (i <= 0) { out.className = 'note err'; out.textContent = 'Labels are written key=value: ' + pair; return; }
+        matchers[pair.slice(0, i)] = pair.slice(i + 1);
+      }
+      const rule = $('silence-rule').value;
+      if (!rule && !Object.keys(matchers).length) { out.className = 'note err'; out.textContent = 'Pick a rule or give labels.'; return; }
+      const req = { matchers, duration: $('silence-duration').value.trim(), comment: $('silence-comment').value };
+      if (rule) req.rule = rule;
+      try {
+        const sil = await api('/api/v1/alerts/silences', null, { method: 'POST',
+          headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(req) });
+        toast('Silence ' + str(sil.id) + ' created');
+        await renderAlerts();
+      } catch (e) {
+        out.className = 'note err';
+        out.textContent = authNote(e, 'Could not create the silence');
+      }
+    });
+    return el('div', null, f, out);
+  }
+  // The history is the audit log's `kind=alert` lines (one per phase change), searched.
+  async function renderHistory(rule) {
+    const box = $('alert-history');
+    if (!box) return;
+    clear(box);
+    $('history-title').textContent = rule ? 'History of ' + rule : 'History (all rules)';
+    const q = 'kind:alert' + (rule ? ' alert:' + quoteValue(rule) : '');
+    try {
+      const res = await api('/api/v1/search', { q, from: '7d', limit: 200 });
+      const hits = res.hits || [];
+      if (!hits.length) { box.appendChild(el('div', { class: 'note', text: 'No state changes in the last 7 days.' })); return; }
+      box.appendChild(table('alert-history-table', [
+        ['time', (h) => { const ms = hitMillis(h); return el('span', { title: fullTs(h), text: ms === null ? '' : fmtLocal(ms, true) }); }],
+        ['rule', (h) => h.alert],
+        ['change', (h) => el('span', null, el('span', { class: 'state state-' + str(h.from_state), text: str(h.from_state) }), ' → ',
+          el('span', { class: 'state state-' + str(h.state), text: str(h.state) }))],
+        ['value', (h) => h.value],
+        ['threshold', (h) => h.threshold],
+        ['window', (h) => h.window],
+        ['group', (h) => h.group],
+      ], hits, () => 'history-row'));
+      box.appendChild(el('div', { class: 'note' }, el('button', { type: 'button', class: 'fval',
+        onclick: () => navigate({ view: 'search', q, from: '7d', to: '' }), text: 'Open as a search: ' + q })));
+    } catch (e) {
+      box.appendChild(el('div', { class: 'note err', text: authNote(e, 'History unavailable') }));
     }
   }
 
@@ -843,20 +1151,29 @@
       });
     }
     $('dlq-refresh').addEventListener('click', renderDlq);
+    $('dlq-filter').addEventListener('submit', (ev) => { ev.preventDefault(); renderDlq(); });
     $('alerts-refresh').addEventListener('click', renderAlerts);
     $('token-btn').addEventListener('click', () => { $('token-form').hidden = !$('token-form').hidden; });
     $('token-form').addEventListener('submit', (ev) => {
       ev.preventDefault();
-      try { sessionStorage.setItem(TOKEN_KEY, $('token-input').value.trim()); } catch (_) { /* storage off */ }
+      const t = $('token-input').value.trim();
+      if (!t) { $('token-input').focus(); return; }
+      try { sessionStorage.setItem(TOKEN_KEY, t); } catch (_) { /* storage off */ }
       $('token-input').value = '';
       $('token-form').hidden = true;
+      $('auth-msg').hidden = true;
+      markToken();
+      const wasTailing = tail.on;
       render();
+      if (wasTailing && state.view === 'search') startTail();
     });
     $('token-clear').addEventListener('click', () => {
       try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* storage off */ }
       $('token-form').hidden = true;
+      markToken();
       toast('Token forgotten');
     });
+    markToken();
     document.addEventListener('keydown', (ev) => {
       if (ev.key === '/' && document.activeElement.tagName !== 'INPUT') { ev.preventDefault(); $('q').focus(); }
     });

@@ -136,6 +136,20 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// `DELETE` on an API path; the JSON answer.
+    pub async fn delete_json(&self, path: &str) -> Result<Value, ClientError> {
+        let mut req = self.http.delete(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = self.send(req).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// Follows `GET /api/v1/tail`, calling `on_hit` with each new hit until the stream ends
     /// or `on_hit` returns false.
     pub async fn tail(

@@ -1,5 +1,6 @@
-//! `spoor alerts list|silence|test`: show rules with their state, silence alerts for a
-//! while, send a sample notification to check a notifier's webhook.
+//! `spoor alerts list|silence|expire|test`: show rules with their state, silence alerts
+//! for a while or end a silence early, send a sample notification to check a notifier's
+//! webhook.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -33,6 +34,13 @@ pub enum AlertsCommand {
         /// Why.
         #[arg(long, default_value = "")]
         comment: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// End a silence now (its id is in `spoor alerts list`).
+    Expire {
+        /// The silence's id.
+        id: String,
         #[command(flatten)]
         target: Target,
     },
@@ -76,6 +84,15 @@ pub fn run(cmd: AlertsCommand) -> anyhow::Result<ExitCode> {
                 runtime.block_on(target.client()?.post_json("/api/v1/alerts/silences", &req))?;
             println!(
                 "silence {} until {}",
+                body["id"].as_str().unwrap_or("?"),
+                body["expires_at"].as_str().unwrap_or("?")
+            );
+        }
+        AlertsCommand::Expire { id, target } => {
+            let path = format!("/api/v1/alerts/silences/{}", path_segment(&id));
+            let body = runtime.block_on(target.client()?.delete_json(&path))?;
+            println!(
+                "silence {} expired at {}",
                 body["id"].as_str().unwrap_or("?"),
                 body["expires_at"].as_str().unwrap_or("?")
             );
@@ -125,5 +142,29 @@ fn print_table(body: &Value) {
             s["expires_at"].as_str().unwrap_or(""),
             s["matchers"]
         );
+    }
+}
+
+/// `id` percent-encoded for one path segment (ids are hex and `-`; anything else is escaped).
+fn path_segment(id: &str) -> String {
+    let mut out = String::new();
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_segment;
+
+    #[test]
+    fn silence_ids_are_escaped_for_the_path() {
+        assert_eq!(path_segment("19ab-2f"), "19ab-2f");
+        assert_eq!(path_segment("a/b c?"), "a%2Fb%20c%3F");
     }
 }

@@ -10,9 +10,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Path of the binary under test.
+/// Path of the binary under test: `$SPOOR_E2E_BIN` when set (a copy taken right after the
+/// build, for when several checkouts share one target directory and overwrite
+/// `target/debug/spoor`), else the one cargo built for this test.
 pub fn spoor_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_spoor")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("SPOOR_E2E_BIN")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_spoor").to_string())
+    })
 }
 
 /// A port nobody listens on right now.

@@ -1,6 +1,8 @@
 //! The web UI in a real browser: a collector filled with the loghub corpus, generated
 //! logfmt events and XSS payloads, driven by `collector/ui/tests/ui.test.mjs` (Debian's
-//! chromium through `playwright-core`). Screenshots go to `target/ui-screenshots/`.
+//! chromium through `playwright-core`); and a collector with tokens, an alert rule and dead
+//! letters, driven by `collector/ui/tests/auth.test.mjs`. Screenshots go to
+//! `target/ui-screenshots/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -116,19 +118,16 @@ fn npm_ci(dir: &Path) {
     assert!(status.success(), "npm ci in {} failed", dir.display());
 }
 
-#[test]
-fn ui_in_a_real_browser() {
-    let c = Collector::start();
-    let sent = load(&c);
-    c.wait_indexed(sent);
-
+/// Runs one of the browser test scripts against `c`; panics with its output on failure.
+fn run_browser_test(c: &Collector, script: &str, env: &[(&str, &str)]) {
     let tests = repo_root().join("collector/ui/tests");
     npm_ci(&tests);
     let shots = screenshot_dir();
     let out = Command::new("node")
-        .arg(tests.join("ui.test.mjs"))
+        .arg(tests.join(script))
         .arg(c.url())
         .arg(&shots)
+        .envs(env.iter().copied())
         .output()
         .expect("run node (is nodejs installed?)");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -140,6 +139,181 @@ fn ui_in_a_real_browser() {
         c.log()
     );
     eprintln!("{stdout}screenshots in {}", shots.display());
+}
+
+#[test]
+fn ui_in_a_real_browser() {
+    let c = Collector::start();
+    let sent = load(&c);
+    c.wait_indexed(sent);
+    run_browser_test(&c, "ui.test.mjs", &[]);
+}
+
+const READ_TOKEN: &str = "ui-read-4f9c2e";
+const ADMIN_TOKEN: &str = "ui-admin-8d13a7";
+const INGEST_TOKEN: &str = "ui-ingest-27b5f0";
+/// Where dead letters are replayed to: nothing listens there, so a real replay fails.
+const DLQ_URL: &str = "http://127.0.0.1:9/replay";
+
+/// POSTs lines with a bearer token.
+fn ingest_with_token(c: &Collector, body: &str, key: &str) {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/ingest", c.url()))
+        .bearer_auth(INGEST_TOKEN)
+        .header("Idempotency-Key", key)
+        .body(body.to_string())
+        .send()
+        .expect("ingest request");
+    assert_eq!(r.status(), 200, "ingest with the ingest token");
+}
+
+/// The search total for `q` with the read token.
+fn count_with_token(c: &Collector, q: &str) -> u64 {
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v1/search", c.url()))
+        .bearer_auth(READ_TOKEN)
+        .query(&[("q", q), ("limit", "0")])
+        .send()
+        .expect("search request");
+    assert_eq!(r.status(), 200, "search with the read token");
+    r.json::<serde_json::Value>().expect("JSON")["total"]
+        .as_u64()
+        .expect("total")
+}
+
+#[test]
+fn ui_with_tokens_alerts_and_dead_letters_in_a_real_browser() {
+    let c = Collector::start_with_config(&format!(
+        r#"
+[[tokens]]
+name = "reader"
+scopes = ["read"]
+token = "{READ_TOKEN}"
+
+[[tokens]]
+name = "ops"
+scopes = ["admin"]
+token = "{ADMIN_TOKEN}"
+
+[[tokens]]
+name = "shipper"
+scopes = ["ingest"]
+token = "{INGEST_TOKEN}"
+
+[alerts]
+interval = "200ms"
+
+[[alerts.rule]]
+name = "ui-errors"
+kind = "threshold"
+query = "level:error task:charge"
+window = "1h"
+value = 0
+severity = "critical"
+
+[[dlq.target]]
+task = "*"
+url = "{DLQ_URL}"
+max_replays = 2
+"#
+    ));
+    // Task lines stamped now (the default time ranges show them), a quarter errors.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let mut body = String::new();
+    for i in 0..300u64 {
+        let level = ["info", "warn", "error", "debug"][(i % 4) as usize];
+        body.push_str(&format!(
+            "ts={} level={level} msg=\"charge {i}\" task=charge task_id=c-{i} host=web-{}\n",
+            rfc3339(now - (300 - i), i),
+            i % 3
+        ));
+    }
+    ingest_with_token(&c, &body, "ui-auth-lines");
+    // Three dead letters, as the SDK reports them.
+    let mut reports = String::new();
+    for n in 1..=3 {
+        let run = spoor_sdk::task_run::TaskRun::new("charge", format!("dl-{n}"))
+            .with_payload_ref(format!("payload-dl-{n}"));
+        let t = std::time::SystemTime::now();
+        let event = spoor_sdk::deadletter::DeadLetter::new(
+            &run,
+            3,
+            if n == 1 {
+                // Dead-letter fields are log content too: shown as text, never run.
+                "<img src=x onerror=\"window.__xss=1\"> card processor timed out"
+            } else {
+                "card processor timed out"
+            },
+            t - std::time::Duration::from_secs(60),
+            t,
+        )
+        .to_event();
+        reports.push_str(&event.to_line());
+        reports.push('\n');
+    }
+    ingest_with_token(&c, &reports, "ui-auth-dead-letters");
+    crate::harness::wait_for(
+        "the lines, the dead letters and the alert's first state change to be searchable",
+        std::time::Duration::from_secs(30),
+        || {
+            (count_with_token(&c, "task:charge -kind:deadletter") >= 300
+                && count_with_token(&c, "kind:alert alert:ui-errors state:firing") >= 1)
+                .then_some(())
+        },
+    );
+    run_browser_test(
+        &c,
+        "auth.test.mjs",
+        &[
+            ("SPOOR_UI_READ_TOKEN", READ_TOKEN),
+            ("SPOOR_UI_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("SPOOR_UI_INGEST_TOKEN", INGEST_TOKEN),
+            ("SPOOR_UI_DLQ_URL", DLQ_URL),
+        ],
+    );
+    // Expiring a silence (the UI's `Expire`): admin only, 404 for an unknown id.
+    let http = reqwest::blocking::Client::new();
+    let expire = |token: &str| {
+        http.delete(format!("{}/api/v1/alerts/silences/no-such-id", c.url()))
+            .bearer_auth(token)
+            .send()
+            .expect("DELETE silence")
+            .status()
+    };
+    assert_eq!(expire(READ_TOKEN), 403);
+    assert_eq!(expire(ADMIN_TOKEN), 404);
+    // The same through the CLI: `spoor alerts expire ID`.
+    let made: serde_json::Value = http
+        .post(format!("{}/api/v1/alerts/silences", c.url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"rule": "ui-errors", "duration": "1h", "comment": "cli"}))
+        .send()
+        .expect("POST silence")
+        .json()
+        .expect("JSON");
+    let id = made["id"].as_str().expect("silence id");
+    let url = c.url();
+    let env = [
+        ("SPOOR_COLLECTOR", url.as_str()),
+        ("SPOOR_TOKEN", ADMIN_TOKEN),
+    ];
+    let (code, out, err) = crate::harness::run_cli(&["alerts", "expire", id], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("silence {id} expired")), "{out}");
+    let listed: serde_json::Value = http
+        .get(format!("{}/api/v1/alerts", c.url()))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .expect("GET alerts")
+        .json()
+        .expect("JSON");
+    assert_eq!(listed["silences"], serde_json::json!([]), "{listed}");
+    let (code, _, err) = crate::harness::run_cli(&["alerts", "expire", id], &env);
+    assert_ne!(code, 0, "expiring twice fails");
+    assert!(err.contains("no active silence"), "{err}");
 }
 
 #[test]

@@ -112,6 +112,29 @@ impl Alerts {
         Ok(silence_json(&silence))
     }
 
+    /// Ends the silence `id` now and persists that; `Ok(None)` when no active silence has
+    /// that id. Returns the silence as it is now (expired).
+    pub fn expire_silence(&self, id: &str) -> Result<Option<Value>, String> {
+        let now = now_ms();
+        let mut store = self.store();
+        let Some(pos) = store
+            .silences
+            .iter()
+            .position(|s| s.id == id && s.expires_at > now)
+        else {
+            return Ok(None);
+        };
+        let before = store.silences[pos].expires_at;
+        store.silences[pos].expires_at = now;
+        let expired = store.silences[pos].clone();
+        store.save(&self.inner.path).map_err(|e| {
+            store.silences[pos].expires_at = before;
+            format!("saving the silence: {e}")
+        })?;
+        tracing::info!(id = %expired.id, "Silence expired.");
+        Ok(Some(silence_json(&expired)))
+    }
+
     /// Sends a sample notification to one notifier and waits for the outcome.
     pub async fn test_notifier(&self, name: &str) -> Result<u16, String> {
         let i = &self.inner;

@@ -1,11 +1,12 @@
-//! `GET /api/v1/alerts` (rules with their state; read scope), `POST /api/v1/alerts/silences`
-//! and `POST /api/v1/alerts/test` (admin).
+//! `GET /api/v1/alerts` (rules with their state; read scope), `POST /api/v1/alerts/silences`,
+//! `DELETE /api/v1/alerts/silences/{id}` (expire one now) and `POST /api/v1/alerts/test`
+//! (admin).
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -83,6 +84,37 @@ pub(super) async fn silence(
         .await
         .map_err(|e| ApiError::internal("writing the audit record", &e))?;
     Ok((StatusCode::CREATED, Json(silence)))
+}
+
+/// `DELETE /api/v1/alerts/silences/{id}`: ends an active silence now (404 when there is
+/// none with that id). Audited like adding one.
+pub(super) async fn expire_silence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = state.auth.check(&headers, Scope::Admin)?;
+    let alerts = state.alerts.clone();
+    let wanted = id.clone();
+    let expired = tokio::task::spawn_blocking(move || alerts.expire_silence(&wanted))
+        .await
+        .map_err(|e| ApiError::internal("expiring the silence", &e))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no active silence {id}")))?;
+    let mut event = spoor_sdk::Event::new();
+    event.set_timestamp(time::OffsetDateTime::now_utc());
+    event.push("level", "info");
+    event.push("msg", format!("silence expired by {}", caller.name));
+    event.push("kind", "audit");
+    event.push("action", "alerts.silence.expire");
+    event.push("caller", caller.name.clone());
+    event.push("silence", expired.to_string());
+    state
+        .writer
+        .append("", "collector", vec![event.to_line().into_bytes()])
+        .await
+        .map_err(|e| ApiError::internal("writing the audit record", &e))?;
+    Ok(Json(expired))
 }
 
 /// The body of `POST /api/v1/alerts/test`.

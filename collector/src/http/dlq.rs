@@ -6,7 +6,8 @@
 //! - `GET  /api/v1/dlq/{id}` → the entry
 //! - `POST /api/v1/dlq/{id}/replay` → sends it now and answers with the entry and job
 //! - `POST /api/v1/dlq/replay` with a JSON body `{task, error, state, from, to, max, ids,
-//!   rate, dry_run, wait}` (`ids` instead of the filters) → `dry_run`: what would be sent and what is refused; otherwise a job
+//!   rate, dry_run, wait}` (`ids` instead of the filters) → `dry_run`: what would be sent (entry,
+//!   url, idempotency key and request body) and what is refused; otherwise a job
 //!   `{"job": {...}}` (202, or 200 with the finished job when `wait` is true)
 //! - `GET  /api/v1/dlq/jobs/{id}` → a job's progress
 //! - `POST /api/v1/dlq/{id}/discard` → the entry, now `discarded`
@@ -166,7 +167,12 @@ pub(super) struct ReplayBody {
 
 fn selection_json(sel: &Selection) -> Value {
     json!({
-        "send": sel.send.iter().map(|(e, url)| json!({"entry": e, "url": url})).collect::<Vec<_>>(),
+        "send": sel.send.iter().map(|(e, url)| json!({
+            "entry": e,
+            "url": url,
+            "idempotency_key": e.idempotency_key(),
+            "body": crate::dlq::replay::request_body(e),
+        })).collect::<Vec<_>>(),
         "refused": sel.refused.iter().map(|(e, why)| json!({"entry": e, "reason": why})).collect::<Vec<_>>(),
     })
 }

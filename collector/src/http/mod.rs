@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::sync::watch;
 
 pub use auth::{Auth, Caller};
@@ -81,6 +81,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/dlq/{id}/discard", post(dlq::discard))
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/silences", post(alerts::silence))
+        .route(
+            "/api/v1/alerts/silences/{id}",
+            delete(alerts::expire_silence),
+        )
         .route("/api/v1/alerts/test", post(alerts::test))
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))

@@ -219,7 +219,37 @@ await check('pipeline queries show a table', async () => {
   await page.waitForSelector('#pipeline-table tbody tr');
   const cells = await page.locator('#pipeline-table tbody td').allTextContents();
   assert.ok(cells.includes('charge'), cells.join());
+  // A bar per row beside the table.
+  const rows = await page.locator('#pipeline-table tbody tr').count();
+  assert.equal(await page.locator('#pipeline-table svg.hbar rect.pbar').count(), rows);
   await shot('pipeline');
+});
+
+await check('a timechart query draws one SVG line per series over every bucket', async () => {
+  const q = 'task:charge | timechart 1m count by level';
+  const u = new URL('/api/v1/search', base);
+  u.searchParams.set('q', q);
+  u.searchParams.set('from', '1h');
+  const res = await (await fetch(u)).json();
+  assert.deepEqual(res.columns, ['time', 'level', 'count']);
+  const series = [...new Set(res.rows.map((r) => String(r[1])))].sort();
+  const points = new Set(res.rows.map((r) => r[0])).size;
+  assert.equal(series.length, 4, series.join());
+  assert.ok(points >= 5, `buckets: ${points}`);
+  await page.goto(`${base}/?q=${encodeURIComponent(q)}&from=1h`);
+  await page.waitForSelector('#timechart svg path.series', { state: 'attached' });
+  const drawn = await page.$$eval('#timechart svg path.series', (ps) => ps.map((p) => ({
+    name: p.dataset.series, points: Number(p.dataset.points), segments: (p.getAttribute('d').match(/[ML]/g) || []).length })));
+  assert.deepEqual(drawn.map((d) => d.name).sort(), series);
+  for (const d of drawn) {
+    assert.equal(d.points, points, d.name);
+    assert.equal(d.segments, points, d.name);
+  }
+  assert.equal(await page.locator('#timechart svg circle.pt').count(), series.length * points);
+  assert.deepEqual((await page.locator('#timechart .legend-item').allTextContents()).sort(), series);
+  // The table is still there for exact numbers.
+  assert.equal(await page.locator('#pipeline-table tbody tr').count(), res.rows.length);
+  await shot('timechart');
 });
 
 await check('live tail shows a line sent after it was opened, and pauses', async () => {
@@ -268,6 +298,12 @@ await check('XSS payloads are shown literally and never run', async () => {
   await page.goto(`${base}/?q=${encodeURIComponent('task:xss_probe | count by host')}&from=all`);
   await page.waitForSelector('#pipeline-table tbody tr');
   assert.ok((await page.locator('#pipeline-table td').allTextContents()).includes('<img src=x onerror=window.__xss=1>'));
+  assert.equal(await page.locator('#pipeline img').count(), 0);
+  await xssUnset();
+  // Series names of a chart are log content too.
+  await page.goto(`${base}/?q=${encodeURIComponent('task:xss_probe | timechart 1m count by host')}&from=all`);
+  await page.waitForSelector('#timechart svg path.series', { state: 'attached' });
+  assert.ok((await page.locator('#timechart .legend-item').allTextContents()).includes('<img src=x onerror=window.__xss=1>'));
   assert.equal(await page.locator('#pipeline img').count(), 0);
   await xssUnset();
   await page.goto(`${base}/?q=task:xss_probe&from=all`);
