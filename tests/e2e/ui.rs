@@ -71,26 +71,12 @@ fn load(c: &Collector) -> u64 {
     sent + XSS_LINES.len() as u64
 }
 
-/// `secs` since the epoch as RFC 3339 UTC with nanoseconds (civil-from-days, Hinnant).
+/// `secs` since the epoch plus `nanos` as RFC 3339 UTC with nanoseconds.
 fn rfc3339(secs: u64, nanos: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        nanos % 1_000_000_000
-    )
+    let ts = time::OffsetDateTime::UNIX_EPOCH
+        + std::time::Duration::from_secs(secs)
+        + std::time::Duration::from_nanos(nanos % 1_000_000_000);
+    spoor_sdk::timestamp::format_timestamp(ts)
 }
 
 fn repo_root() -> PathBuf {
