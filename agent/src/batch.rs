@@ -4,7 +4,8 @@
 //!
 //! A batch is its lines, each ending in `\n`. It is cut at `max_events` lines, at
 //! `max_bytes` (a line that would overflow starts the next batch), or `max_wait` after its
-//! first line. The record ID the buffer gives it makes the batch's idempotency key
+//! first line, and written to the buffer zstd-compressed ([`crate::batch_record`]). The
+//! record ID the buffer gives it makes the batch's idempotency key
 //! `{agent_id}-{record_id}`, the same across retries and restarts.
 //!
 //! **Lanes.** Lines are batched per lane, [`LANES`] of them, chosen by a hash of the
@@ -41,6 +42,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::batch_record;
 use crate::buffer::BufferError;
 use crate::buffer_handle::BufferHandle;
 use crate::config::{FullPolicy, duration};
@@ -257,12 +259,26 @@ impl Batcher {
         let events = std::mem::take(&mut b.events);
         let mut positions: Vec<FilePosition> = b.positions.drain().map(|(_, p)| p).collect();
         positions.sort_by_key(|p| (p.key.dev, p.key.ino));
-        let data = if positions.is_empty() {
-            lines
+        let header = if positions.is_empty() {
+            Vec::new()
         } else {
-            let mut data = encode_header(&positions);
-            data.extend_from_slice(&lines);
-            data
+            encode_header(&positions)
+        };
+        // Compressed before the buffer seals it (see `batch_record`), off the runtime's
+        // threads.
+        let encoded = tokio::task::spawn_blocking(move || {
+            let encoded = batch_record::encode(header.clone(), lane, events, &lines);
+            encoded.map_err(|e| (e, header, lines))
+        })
+        .await
+        .map_err(|e| AgentError::Task(e.to_string()))?;
+        let data = match encoded {
+            Ok(data) => data,
+            Err((e, mut header, lines)) => {
+                tracing::warn!(error = %e, "Compressing a batch failed; buffering it plain.");
+                header.extend_from_slice(&lines);
+                header
+            }
         };
         let appended = self.append(data, events as u64).await;
         if let Some(id) = appended {

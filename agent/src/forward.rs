@@ -2,7 +2,8 @@
 //!
 //! Lifecycle of one record: [`DiskBuffer::next_unsent`](crate::buffer::DiskBuffer::next_unsent)
 //! hands it out (only once it is fsynced) → its file positions header is stripped
-//! ([`crate::inputs::positions`]) → compressed → `POST {collector}/api/v1/ingest`
+//! ([`crate::inputs::positions`]) → its zstd body is sent as it is ([`crate::batch_record`];
+//! recompressed only for another `compression`) → `POST {collector}/api/v1/ingest`
 //! with `Idempotency-Key: {agent_id}-{record_id}`, `X-Spoor-Agent`, `Content-Encoding` and,
 //! when configured, `Authorization: Bearer` → then:
 //! - `2xx` (including `{"duplicate": true}`): acked in the buffer, which deletes it once its
@@ -36,10 +37,10 @@ use spoor_sdk::event::keys;
 use spoor_sdk::logfmt::{ReadOptions, read_line};
 
 use crate::batch::{LANES, lane_of};
+use crate::batch_record;
 use crate::buffer_handle::BufferHandle;
 use crate::config::{Secret, duration};
 use crate::identity::{random_u64, write_atomically};
-use crate::inputs::positions::split_header;
 use crate::metrics::{Metrics, inc};
 
 /// Name of the dead-letter folder inside the data directory.
@@ -103,22 +104,7 @@ impl Compression {
     /// The body and its `Content-Encoding` (`None` for identity).
     fn compress(self, data: &[u8]) -> std::io::Result<(Vec<u8>, Option<&'static str>)> {
         match self {
-            Compression::Zstd => {
-                // One compression context per blocking-pool thread, kept: making one per
-                // batch costs a few hundred KiB of allocation each time.
-                thread_local! {
-                    static ZSTD: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-                        const { std::cell::RefCell::new(None) };
-                }
-                ZSTD.with(|cell| {
-                    let mut slot = cell.borrow_mut();
-                    let compressor = match slot.as_mut() {
-                        Some(c) => c,
-                        None => slot.insert(zstd::bulk::Compressor::new(3)?),
-                    };
-                    Ok((compressor.compress(data)?, Some("zstd")))
-                })
-            }
+            Compression::Zstd => Ok((batch_record::compress(data)?, Some("zstd"))),
             Compression::Gzip => {
                 let mut enc =
                     flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -150,10 +136,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The lane of a buffer record: that of the `source` of its first line (every line of a
-/// record is of one lane, see [`crate::batch`]).
+/// The lane of a buffer record: in its header, or for older records that of the `source`
+/// of its first line (every line of a record is of one lane, see [`crate::batch`]).
 fn lane_of_record(content: &[u8]) -> usize {
-    let (_, lines) = split_header(content);
+    let lines = match batch_record::decode(content) {
+        batch_record::Batch::Zstd { lane, .. } => return lane % LANES,
+        batch_record::Batch::Plain(lines) => lines,
+        batch_record::Batch::Unreadable => return 0,
+    };
     let first = lines.split(|&b| b == b'\n').next().unwrap_or_default();
     let options = ReadOptions {
         max_line_bytes: usize::MAX,
@@ -293,19 +283,42 @@ impl Forwarder {
     async fn deliver(&self, id: u64, batch: Vec<u8>, mut shutdown: watch::Receiver<bool>) {
         let key = format!("{}-{id}", self.agent_id);
         let compression = self.config.compression;
-        // The file positions header stays on this host.
-        let batch = match split_header(&batch) {
-            (_, lines) if lines.len() != batch.len() => lines.to_vec(),
-            _ => batch,
-        };
-        let batch = Arc::new(batch);
-        let input = batch.clone();
-        let compressed = tokio::task::spawn_blocking(move || compression.compress(&input)).await;
-        let (body, encoding) = match compressed {
-            Ok(Ok(c)) => c,
-            _ => {
-                tracing::warn!(key, "Compression failed; sending the batch uncompressed.");
-                (batch.to_vec(), None)
+        // The file positions header stays on this host. A record already holds its lines
+        // zstd-compressed (see `batch_record`): sent as they are, else recompressed.
+        let record = Arc::new(batch);
+        let input = record.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let batch = batch_record::decode(&input);
+            match batch {
+                batch_record::Batch::Zstd {
+                    events,
+                    bytes,
+                    body,
+                    ..
+                } if compression == Compression::Zstd => {
+                    Ok((body.to_vec(), Some("zstd"), events, bytes as u64))
+                }
+                _ => {
+                    let lines = batch.lines()?;
+                    let events = lines.iter().filter(|&&b| b == b'\n').count() as u64;
+                    let (body, encoding) = compression.compress(&lines)?;
+                    Ok::<_, std::io::Error>((body, encoding, events, lines.len() as u64))
+                }
+            }
+        })
+        .await;
+        let (body, encoding, events, plain_bytes) = match prepared {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                // Cannot happen to a record this agent wrote (it is authenticated); keep it
+                // and say so rather than send something unreadable.
+                inc(&self.metrics.buffer_errors, 1);
+                tracing::error!(key, error = %e, "Cannot read a buffered batch; it stays in the buffer.");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(key, error = %e, "Preparing a batch failed; it stays in the buffer.");
+                return;
             }
         };
         let mut attempt: u32 = 0;
@@ -313,7 +326,6 @@ impl Forwarder {
             let started = Instant::now();
             match self.send(&key, body.clone(), encoding).await {
                 Outcome::Acked { duplicate } => {
-                    let events = batch.iter().filter(|&&b| b == b'\n').count() as u64;
                     let m = &self.metrics;
                     inc(
                         &m.forward_latency_micros_sum,
@@ -322,7 +334,7 @@ impl Forwarder {
                     inc(&m.forward_latency_count, 1);
                     inc(&m.batches_forwarded, 1);
                     inc(&m.events_forwarded, events);
-                    inc(&m.bytes_forwarded, batch.len() as u64);
+                    inc(&m.bytes_forwarded, plain_bytes);
                     if duplicate {
                         inc(&m.duplicates, 1);
                     }
@@ -331,7 +343,8 @@ impl Forwarder {
                     return;
                 }
                 Outcome::Deadletter { status, answer } => {
-                    if self.deadletter(&key, status, &answer, &batch).await {
+                    let lines = batch_record::decode(&record).lines().unwrap_or_default();
+                    if self.deadletter(&key, status, &answer, &lines).await {
                         self.ack(id).await;
                         return;
                     }

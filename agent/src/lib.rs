@@ -55,6 +55,7 @@
 
 mod admin;
 mod batch;
+mod batch_record;
 pub mod buffer;
 mod buffer_handle;
 pub mod cli;

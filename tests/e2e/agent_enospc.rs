@@ -41,10 +41,21 @@ impl Drop for Tmpfs {
     }
 }
 
+/// The lines, each with 64 pseudo-random hex digits: the buffer stores batches compressed,
+/// and these must still fill the disk.
 fn lines() -> Vec<u8> {
     (0..LINES)
         .map(|i| {
-            format!("level=info n={i} msg=\"disk full line {i} with padding to make it longer\"\n")
+            let mut x = 0x9E37_79B9_7F4A_7C15_u64 ^ i;
+            let pad: String = (0..4)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{x:016x}")
+                })
+                .collect();
+            format!("level=info n={i} msg=\"disk full line {i}\" pad={pad}\n")
         })
         .collect::<String>()
         .into_bytes()

@@ -73,8 +73,11 @@ fn agent_killed_and_collector_down_loses_nothing_it_read() {
                 (read >= 500).then_some(())
             },
         );
-        // Give the batcher its fsync interval, then kill.
-        std::thread::sleep(Duration::from_millis(400));
+        // Once the batch is written to the buffer's file, a kill -9 cannot lose it (the page
+        // cache outlives the process); then kill.
+        wait_for("the batch in the buffer", Duration::from_secs(30), || {
+            (agent.metric("spoor_agent_batches_appended_total")? >= 1.0).then_some(())
+        });
         if round == 4 {
             collector.kill9();
         }

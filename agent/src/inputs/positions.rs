@@ -115,7 +115,8 @@ pub(crate) fn encode_header(positions: &[FilePosition]) -> Vec<u8> {
 /// Splits a record's content into the positions of its header (if it has one) and the
 /// lines. A header that does not parse yields no positions (its lines are still sent).
 pub(crate) fn split_header(content: &[u8]) -> (Option<Vec<FilePosition>>, &[u8]) {
-    if !content.starts_with(b"\0") {
+    // Only this header: a record's other headers (`crate::batch_record`) stay.
+    if !content.starts_with(HEADER_PREFIX) {
         return (None, content);
     }
     let end = content
@@ -256,7 +257,11 @@ mod tests {
         assert_eq!(found, Some(vec![pos]));
         assert_eq!(lines, b"ts=1 msg=x\n");
         assert_eq!(split_header(b"ts=1 msg=x\n"), (None, &b"ts=1 msg=x\n"[..]));
-        assert_eq!(split_header(b"\0junk\nmsg=y\n"), (None, &b"msg=y\n"[..]));
+        // Other headers are `batch_record`'s to read.
+        assert_eq!(
+            split_header(b"\0junk\nmsg=y\n"),
+            (None, &b"\0junk\nmsg=y\n"[..])
+        );
     }
 
     #[test]
