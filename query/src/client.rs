@@ -110,11 +110,7 @@ impl Client {
         params: &[(&str, String)],
     ) -> Result<Value, ClientError> {
         let resp = self.send(self.get(path, params)).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+        json_body(resp).await
     }
 
     /// `POST path` with a JSON body, returning the JSON answer.
@@ -129,11 +125,7 @@ impl Client {
             req = req.bearer_auth(t);
         }
         let resp = self.send(req).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+        json_body(resp).await
     }
 
     /// `DELETE` on an API path; the JSON answer.
@@ -143,11 +135,7 @@ impl Client {
             req = req.bearer_auth(t);
         }
         let resp = self.send(req).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+        json_body(resp).await
     }
 
     /// Follows `GET /api/v1/tail`, calling `on_hit` with each new hit until the stream ends
@@ -180,6 +168,15 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// An answer's body as JSON.
+async fn json_body(resp: reqwest::Response) -> Result<Value, ClientError> {
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
 }
 
 /// Percent-encodes a query-string component (RFC 3986 unreserved characters stay).

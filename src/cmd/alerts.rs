@@ -145,17 +145,9 @@ fn print_table(body: &Value) {
     }
 }
 
-/// `id` percent-encoded for one path segment (ids are hex and `-`; anything else is escaped).
+/// `id` percent-encoded for one path segment (the same escaping as a query component).
 fn path_segment(id: &str) -> String {
-    let mut out = String::new();
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    spoor_query::client::encode_component(id)
 }
 
 #[cfg(test)]

@@ -157,10 +157,9 @@ fn notifier(name: &str, kind: &str, url: &str) -> String {
 
 const KINDS: [&str; 5] = ["slack", "mattermost", "discord", "teams", "webhook"];
 
-/// The text of a chat payload of `kind`, whatever its shape.
-/// A config with one rule, `errs` (any error in the last minute, evaluated every 200 ms),
-/// notifying the notifier `hook` of `kind` at `url`.
-fn one_error_rule(kind: &str, url: &str) -> String {
+/// A config with one rule, `errs` (more than `value` errors in the last minute, evaluated
+/// every 200 ms), notifying the notifier `hook` of `kind` at `url`.
+fn error_rule(kind: &str, url: &str, value: u32) -> String {
     format!(
         r#"
 [alerts]
@@ -171,13 +170,14 @@ name = "errs"
 kind = "threshold"
 query = "level:error"
 window = "1m"
-value = 0
+value = {value}
 notify = ["hook"]
 "#,
         notifier("hook", kind, url),
     )
 }
 
+/// The text of a chat payload of `kind`, whatever its shape.
 fn text_of(kind: &str, body: &Value) -> String {
     match kind {
         "slack" | "mattermost" => body["text"].as_str().unwrap_or_default().to_string(),
@@ -471,7 +471,7 @@ notify = ["ops"]
 #[test]
 fn a_receiver_answering_429_then_200_gets_the_message_once() {
     let rx = Receiver::start(1);
-    let config = one_error_rule("slack", &rx.url("hook"));
+    let config = error_rule("slack", &rx.url("hook"), 0);
     let c = Collector::start_with_config(&config);
     log_lines(&c, "charge", "error", 1);
     rx.wait_delivered("hook", 1);
@@ -495,7 +495,7 @@ fn a_receiver_answering_429_then_200_gets_the_message_once() {
 #[test]
 fn a_restart_while_firing_does_not_notify_again() {
     let rx = Receiver::start(0);
-    let config = one_error_rule("webhook", &rx.url("hook"));
+    let config = error_rule("webhook", &rx.url("hook"), 0);
     let mut c = Collector::start_with_config(&config);
     log_lines(&c, "charge", "error", 2);
     rx.wait_delivered("hook", 1);
@@ -520,7 +520,7 @@ fn a_restart_while_firing_does_not_notify_again() {
 #[test]
 fn a_notification_in_flight_at_a_crash_is_delivered_after_the_restart() {
     let rx = Receiver::start(1);
-    let config = one_error_rule("teams", &rx.url("hook"));
+    let config = error_rule("teams", &rx.url("hook"), 0);
     let mut c = Collector::start_with_config(&config);
     log_lines(&c, "charge", "error", 1);
     // The first attempt is answered 429 Retry-After: 1; the collector dies while waiting.
@@ -610,23 +610,7 @@ notify = ["hook"]
 #[test]
 fn rules_reload_when_the_config_file_changes() {
     let rx = Receiver::start(0);
-    let config = |value: u32| {
-        format!(
-            r#"
-[alerts]
-interval = "200ms"
-{}
-[[alerts.rule]]
-name = "errs"
-kind = "threshold"
-query = "level:error"
-window = "1m"
-value = {value}
-notify = ["hook"]
-"#,
-            notifier("hook", "mattermost", &rx.url("hook")),
-        )
-    };
+    let config = |value: u32| error_rule("mattermost", &rx.url("hook"), value);
     let c = Collector::start_with_config(&config(100));
     log_lines(&c, "charge", "error", 3);
     c.wait_caught_up();

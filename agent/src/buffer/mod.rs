@@ -827,19 +827,7 @@ impl DiskBuffer {
         &mut self,
         record_ids: impl IntoIterator<Item = u64>,
     ) -> Result<(), BufferError> {
-        let mut marked = false;
-        for id in record_ids {
-            if id > self.durable_id || self.ledger.is_done(id) || self.locate(id).is_none() {
-                tracing::debug!(
-                    record_id = id,
-                    "Ignoring ack of a record that is not pending."
-                );
-                continue;
-            }
-            self.ledger.mark(id);
-            marked = true;
-        }
-        if marked && self.acks_pending_since.is_none() {
+        if self.mark_acked(record_ids) && self.acks_pending_since.is_none() {
             self.acks_pending_since = Some(Instant::now());
         }
         let keep_from = self.config.keep_from_id;
@@ -861,6 +849,16 @@ impl DiskBuffer {
         &mut self,
         record_ids: impl IntoIterator<Item = u64>,
     ) -> Result<(), BufferError> {
+        self.mark_acked(record_ids);
+        self.persist_ledger()?;
+        self.acks_pending_since = None;
+        self.release_done_segments();
+        Ok(())
+    }
+
+    /// Marks pending records acked in the ledger (in memory); whether any was.
+    fn mark_acked(&mut self, record_ids: impl IntoIterator<Item = u64>) -> bool {
+        let mut marked = false;
         for id in record_ids {
             if id > self.durable_id || self.ledger.is_done(id) || self.locate(id).is_none() {
                 tracing::debug!(
@@ -870,11 +868,9 @@ impl DiskBuffer {
                 continue;
             }
             self.ledger.mark(id);
+            marked = true;
         }
-        self.persist_ledger()?;
-        self.acks_pending_since = None;
-        self.release_done_segments();
-        Ok(())
+        marked
     }
 
     /// Drops the oldest segment that still holds records not done, acked or not, to make

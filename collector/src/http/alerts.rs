@@ -69,20 +69,7 @@ pub(super) async fn silence(
     .await
     .map_err(|e| ApiError::internal("saving the silence", &e))?
     .map_err(ApiError::bad_request)?;
-    // A change of silences is one of the collector's own actions: it goes to the audit log.
-    let mut event = spoor_sdk::Event::new();
-    event.set_timestamp(time::OffsetDateTime::now_utc());
-    event.push("level", "info");
-    event.push("msg", format!("silence added by {}", caller.name));
-    event.push("kind", "audit");
-    event.push("action", "alerts.silence");
-    event.push("caller", caller.name.clone());
-    event.push("silence", silence.to_string());
-    state
-        .writer
-        .append("", "collector", vec![event.to_line().into_bytes()])
-        .await
-        .map_err(|e| ApiError::internal("writing the audit record", &e))?;
+    audit_silence(&state, "added", "alerts.silence", &caller.name, &silence).await?;
     Ok((StatusCode::CREATED, Json(silence)))
 }
 
@@ -101,20 +88,40 @@ pub(super) async fn expire_silence(
         .map_err(|e| ApiError::internal("expiring the silence", &e))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no active silence {id}")))?;
+    audit_silence(
+        &state,
+        "expired",
+        "alerts.silence.expire",
+        &caller.name,
+        &expired,
+    )
+    .await?;
+    Ok(Json(expired))
+}
+
+/// A change of silences is one of the collector's own actions: it goes to the audit log
+/// as `silence <what> by <caller>` with `kind=audit`.
+async fn audit_silence(
+    state: &AppState,
+    what: &str,
+    action: &str,
+    caller: &str,
+    silence: &Value,
+) -> Result<(), ApiError> {
     let mut event = spoor_sdk::Event::new();
     event.set_timestamp(time::OffsetDateTime::now_utc());
     event.push("level", "info");
-    event.push("msg", format!("silence expired by {}", caller.name));
+    event.push("msg", format!("silence {what} by {caller}"));
     event.push("kind", "audit");
-    event.push("action", "alerts.silence.expire");
-    event.push("caller", caller.name.clone());
-    event.push("silence", expired.to_string());
+    event.push("action", action);
+    event.push("caller", caller);
+    event.push("silence", silence.to_string());
     state
         .writer
         .append("", "collector", vec![event.to_line().into_bytes()])
         .await
         .map_err(|e| ApiError::internal("writing the audit record", &e))?;
-    Ok(Json(expired))
+    Ok(())
 }
 
 /// The body of `POST /api/v1/alerts/test`.

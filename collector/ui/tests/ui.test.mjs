@@ -2,10 +2,8 @@
 //   node ui.test.mjs <collector url> <screenshot dir>
 // Drives Debian's chromium (/usr/bin/chromium) headless through playwright-core. The
 // collector must already hold the corpus, the generated task runs and the XSS lines.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { launch, waitUntil as waitUntilOn, checker } from './lib.mjs';
 import assert from 'node:assert/strict';
 
 const [base, shots] = process.argv.slice(2);
@@ -24,51 +22,19 @@ async function apiTotal(q, extra = {}) {
   return (await r.json()).total;
 }
 
-const profile = mkdtempSync(join(tmpdir(), 'spoor-ui-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  viewport: { width: 1400, height: 900 },
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const failures = [];
-let step = '';
+const browser = await launch();
 const t0 = Date.now();
-async function check(name, fn) {
-  step = name;
-  const start = Date.now();
-  try {
-    await fn();
-    console.log(`ok   ${name} (${Date.now() - start} ms)`);
-  } catch (e) {
-    failures.push(name);
-    try { console.log(await page.evaluate(() => document.getElementById('results').outerHTML.slice(0, 2000))); } catch (_) { /* best effort */ }
-    console.log(`FAIL ${name}: ${e.stack || e}`);
-    try { await page.screenshot({ path: join(shots, `FAIL-${name.replace(/\W+/g, '_')}.png`), fullPage: true }); } catch (_) { /* best effort */ }
-  }
-}
-
-const page = await context.newPage();
+const page = await browser.context.newPage();
 page.setDefaultTimeout(15000);
+const { check, failures, state } = checker(page, shots);
 const pageErrors = [];
-page.on('pageerror', (e) => pageErrors.push(`${step}: ${e.message}`));
-page.on('response', (r) => { if (r.status() >= 400 && r.status() !== 400) console.log(`response ${r.status()} ${r.url()} (${step})`); });
-page.on('requestfailed', (r) => console.log(`request failed ${r.url()} ${r.failure() && r.failure().errorText} (${step})`));
-page.on('console', (m) => { if (m.type() === 'error') console.log(`console error (${step}): ${m.text()}`); });
+page.on('pageerror', (e) => pageErrors.push(`${state.step}: ${e.message}`));
+page.on('response', (r) => { if (r.status() >= 400 && r.status() !== 400) console.log(`response ${r.status()} ${r.url()} (${state.step})`); });
+page.on('requestfailed', (r) => console.log(`request failed ${r.url()} ${r.failure() && r.failure().errorText} (${state.step})`));
+page.on('console', (m) => { if (m.type() === 'error') console.log(`console error (${state.step}): ${m.text()}`); });
 const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`) });
 const total = async () => Number(await page.locator('#total').getAttribute('data-total'));
-// page.waitForFunction evaluates a string, which the page's CSP forbids: poll instead.
-async function waitUntil(fn, arg, what) {
-  const deadline = Date.now() + 15000;
-  let last;
-  for (;;) {
-    last = await page.evaluate(fn, arg);
-    if (last) return last;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what || fn}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const waitUntil = (fn, arg, what) => waitUntilOn(page, fn, arg, what);
 const waitTotal = async (n) => waitUntil((n) => {
   const t = document.getElementById('total');
   return t && Number(t.dataset.total) === n;
@@ -326,7 +292,6 @@ await check('no script errors on the page', async () => {
   assert.deepEqual(pageErrors, []);
 });
 
-await context.close();
-rmSync(profile, { recursive: true, force: true });
+await browser.close();
 console.log(`${failures.length ? 'FAILED' : 'passed'} in ${Date.now() - t0} ms; screenshots in ${shots}`);
 process.exit(failures.length ? 1 : 0);
