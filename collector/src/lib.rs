@@ -17,6 +17,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod cluster;
 pub mod config;
 pub mod dlq;
 pub mod error;
