@@ -74,7 +74,19 @@ pub async fn run(
         tracing::warn!(listen = %config.listen, "No tokens configured: the API is open to anyone who can reach this loopback address.");
     }
     let alerts = crate::alerts::Alerts::open(&config, index.clone(), writer.clone())?;
-    let evaluator = alerts.spawn();
+    // Cluster mode: this collector's own log and index keep only its own records (the
+    // audit of reads); events live in the shard copies. Alert rules are not evaluated
+    // in cluster mode yet (see docs/scaling.md).
+    let (cluster_stop, cluster_stopped) = tokio::sync::watch::channel(false);
+    let (cluster, manager) = match &config.cluster {
+        Some(_) => {
+            let cluster = crate::cluster::Cluster::connect(&config).await?;
+            let manager = cluster.spawn_manager(cluster_stopped);
+            (Some(cluster), Some(manager))
+        }
+        None => (None, None),
+    };
+    let evaluator = cluster.is_none().then(|| alerts.spawn());
     let (retention_stop, retention_stopped) = tokio::sync::watch::channel(false);
     let retention = config.audit.retention.map(|keep| {
         tokio::spawn(crate::retention::run(
@@ -95,6 +107,7 @@ pub async fn run(
         metrics: Arc::new(Metrics::default()),
         alerts,
         dlq: dlq.clone(),
+        cluster,
     };
     let local = listener.local_addr().map_err(Error::Serve)?;
     let tls = match &state.config.tls {
@@ -123,7 +136,14 @@ pub async fn run(
     if let Some(r) = retention {
         let _ = r.await;
     }
-    evaluator.stop().await;
+    if let Some(evaluator) = evaluator {
+        evaluator.stop().await;
+    }
+    let _ = cluster_stop.send(true);
+    if let Some(manager) = manager {
+        // Hands the shards over (released leases) and closes the shard copies.
+        let _ = manager.await;
+    }
     if let Err(e) = dlq.shutdown() {
         tracing::error!(error = %e, "Stopping the dead-letter store failed.");
     }

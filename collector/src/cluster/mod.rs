@@ -18,6 +18,7 @@
 //! - [`fanout`]: reads asked of every shard owner and merged; shards that do not answer
 //!   are reported, not fatal.
 //! - [`payload`]: the message format of a batch.
+//! - [`verify`]: epochs and stream positions of shard copies, for `spoor audit verify`.
 //!
 //! What is guaranteed, per shard: a batch acknowledged to an agent is in JetStream (on
 //! `replicas` servers); every owner's copy holds each stream message once, in stream
@@ -32,6 +33,7 @@ pub mod manager;
 pub mod payload;
 pub mod publish;
 pub mod shard;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
