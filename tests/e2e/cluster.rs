@@ -1,0 +1,310 @@
+//! Cluster mode (issue 13): real `nats-server` processes in a JetStream cluster, real
+//! collectors in `[cluster]` mode, real agents. Ingest through any collector, search from
+//! any collector, a collector killed, a stream leader killed; every shard copy's audit
+//! chain verified across ownership epochs.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Agent, Collector, NatsCluster, run_cli, wait_for};
+
+const SHARDS: u32 = 6;
+
+/// Starts `n` collectors in cluster mode on `nats`.
+fn collectors(nats: &NatsCluster, n: usize, replicas: usize) -> Vec<Collector> {
+    let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
+    (0..n)
+        .map(|i| {
+            Collector::start_with_port_config(|port| {
+                format!(
+                    "[index]\ncommit_interval = \"200ms\"\n\n[cluster]\nnats = [{}]\nshards = {SHARDS}\n\
+                     node_id = \"c{}\"\nadvertise_url = \"http://127.0.0.1:{port}\"\n\
+                     lease_ttl = \"2s\"\nreplicas = {replicas}\n",
+                    urls.join(", "),
+                    i + 1
+                )
+            })
+        })
+        .collect()
+}
+
+/// The cluster view of one collector.
+fn view(c: &Collector) -> Value {
+    let (status, body) = c.get("/api/v1/cluster", &[]);
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Owner of each shard as `c` sees it.
+fn owners(c: &Collector) -> Vec<Option<String>> {
+    view(c)["leases"]
+        .as_array()
+        .expect("leases")
+        .iter()
+        .map(|l| l["owner"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Waits until every shard has an owner among `alive` (node ids) and each of them owns
+/// at least one.
+fn wait_spread(c: &Collector, alive: &[&str]) {
+    wait_for(
+        "every shard owned, by every live collector",
+        Duration::from_secs(60),
+        || {
+            let o = owners(c);
+            let all = o
+                .iter()
+                .all(|x| x.as_deref().is_some_and(|x| alive.contains(&x)));
+            let each = alive.iter().all(|a| o.iter().any(|x| x.as_deref() == Some(a)));
+            (all && each).then_some(())
+        },
+    );
+}
+
+/// Posts `batches` batches of `per` lines under agent name `agent`, spread over
+/// `targets`, each with an idempotency key; returns the lines sent.
+fn post_batches(targets: &[&Collector], agent: &str, run: &str, batches: usize, per: usize) -> u64 {
+    let http = reqwest::blocking::Client::new();
+    for b in 0..batches {
+        let body: String = (0..per)
+            .map(|i| format!("level=info run={run} src={agent} batch={b} i={i} msg=\"event {b}/{i}\"\n"))
+            .collect();
+        let target = targets[b % targets.len()];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let resp = http
+                .post(format!("{}/api/v1/ingest", target.url()))
+                .header("X-Spoor-Agent", agent)
+                .header("Idempotency-Key", format!("{run}-{agent}-{b}"))
+                .body(body.clone())
+                .send();
+            match resp {
+                Ok(r) if r.status().is_success() => break,
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "batch {b} of {agent} not accepted: {other:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+    (batches * per) as u64
+}
+
+fn search(c: &Collector, params: &[(&str, &str)]) -> Value {
+    let (status, body) = c.get("/api/v1/search", params);
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Waits until `q` counts `n` on `c` with every shard answering.
+fn wait_count(c: &Collector, q: &str, n: u64, within: Duration) {
+    let mut last = Value::Null;
+    let start = Instant::now();
+    while start.elapsed() < within {
+        last = search(c, &[("q", q), ("limit", "0")]);
+        if last["total"] == n && last["missing_shards"].as_array().is_some_and(Vec::is_empty) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{q:?} never counted {n} on {}: last answer {last}", c.url());
+}
+
+/// Stops the collectors cleanly and verifies every shard copy across all data dirs.
+fn verify_all(collectors: &mut [Collector]) -> String {
+    let mut args = vec!["audit".to_string(), "verify".to_string()];
+    for c in collectors.iter_mut() {
+        c.stop();
+        args.push("--data-dir".into());
+        args.push(c.data_dir().display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = run_cli(&args, &[]);
+    assert_eq!(code, 0, "audit verify failed:\n{out}\n{err}");
+    out
+}
+
+#[test]
+fn cluster_100k_events_are_searchable_once_from_every_collector() {
+    let nats = NatsCluster::start(3);
+    let mut cs = collectors(&nats, 3, 1);
+    wait_spread(&cs[0], &["c1", "c2", "c3"]);
+
+    // Two real agents, each speaking HTTP to a different collector: 20,000 lines each.
+    let agents = [Agent::start(&cs[0], &[]), Agent::start(&cs[1], &[])];
+    for (n, agent) in agents.iter().enumerate() {
+        for chunk in 0..4 {
+            let lines: String = (0..5_000)
+                .map(|i| format!("level=info run=big src=agent{n} chunk={chunk} i={i} msg=\"agent line\"\n"))
+                .collect();
+            agent.send_tcp(lines.as_bytes());
+        }
+    }
+    // 60,000 more straight over HTTP, from 12 agent names so that every shard gets some.
+    let targets: Vec<&Collector> = cs.iter().collect();
+    let mut sent = 40_000;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|t| {
+                let targets = &targets;
+                s.spawn(move || {
+                    (0..4)
+                        .map(|a| post_batches(targets, &format!("app-{t}-{a}"), "big", 10, 500))
+                        .sum::<u64>()
+                })
+            })
+            .collect();
+        for h in handles {
+            sent += h.join().expect("poster");
+        }
+    });
+    assert_eq!(sent, 100_000);
+    // A retried batch is answered as a duplicate and not stored again.
+    let (status, dup) = {
+        let body = "level=info run=big src=app-0-0 batch=0 i=0 msg=\"event 0/0\"\n".repeat(1);
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}/api/v1/ingest", cs[2].url()))
+            .header("X-Spoor-Agent", "app-0-0")
+            .header("Idempotency-Key", "big-app-0-0-0")
+            .body(body)
+            .send()
+            .expect("ingest");
+        (r.status().as_u16(), r.json::<Value>().expect("json"))
+    };
+    assert_eq!((status, &dup["duplicate"]), (200, &Value::Bool(true)), "{dup}");
+
+    wait_count(&cs[0], "run:big", 100_000, Duration::from_secs(120));
+    for c in &cs {
+        let body = search(c, &[("q", "run:big"), ("limit", "0")]);
+        assert_eq!(body["total"], 100_000, "from {}: {body}", c.url());
+        assert_eq!(body["shards"]["answered"], SHARDS, "{body}");
+    }
+    assert_eq!(cs[2].count("run:big src:agent0"), 20_000);
+    assert_eq!(cs[2].count("run:big src:agent1"), 20_000);
+    assert_eq!(cs[1].count("run:big src:app-2-3"), 5_000);
+
+    // Paging with the cursor visits every hit of a query exactly once, in order.
+    let mut seen = HashSet::new();
+    let mut cursor: Option<String> = None;
+    let mut last_key: Option<(String, u64, u64)> = None;
+    loop {
+        let mut params = vec![("q", "run:big batch:7 i:<40"), ("limit", "70")];
+        if let Some(c) = &cursor {
+            params.push(("cursor", c.as_str()));
+        }
+        let page = search(&cs[1], &params);
+        for hit in page["hits"].as_array().expect("hits") {
+            let id = format!("{}/{}", hit["src"], hit["i"]);
+            assert!(seen.insert(id.clone()), "{id} twice");
+            let key = (
+                hit["ts"].as_str().unwrap_or_default().to_string(),
+                hit["shard"].as_u64().expect("shard"),
+                hit["seq"].as_str().and_then(|s| s.parse().ok()).expect("seq"),
+            );
+            if let Some(prev) = &last_key {
+                assert!(key.0 <= prev.0, "not newest first: {key:?} after {prev:?}");
+            }
+            last_key = Some(key);
+        }
+        match page["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    // batch=7 exists for the 12 HTTP agents (i < 40 of 500 lines each).
+    assert_eq!(seen.len(), 12 * 40);
+
+    drop(agents);
+    let out = verify_all(&mut cs);
+    assert!(out.contains("PROBLEM") == false, "{out}");
+    for shard in 0..SHARDS {
+        assert!(out.contains(&format!("shard {shard} copy of c")), "shard {shard} missing:\n{out}");
+    }
+}
+
+#[test]
+fn cluster_collector_killed_mid_stream_hands_its_shards_over() {
+    let nats = NatsCluster::start(3);
+    let mut cs = collectors(&nats, 3, 1);
+    wait_spread(&cs[0], &["c1", "c2", "c3"]);
+    let victim_shards: Vec<usize> = owners(&cs[0])
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.as_deref() == Some("c3"))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(!victim_shards.is_empty());
+
+    let targets: Vec<&Collector> = vec![&cs[0], &cs[1]];
+    let mut sent = 0;
+    for a in 0..12 {
+        sent += post_batches(&targets, &format!("pre-{a}"), "kill", 4, 250);
+    }
+    wait_count(&cs[0], "run:kill", sent, Duration::from_secs(60));
+
+    cs[2].kill9();
+    // While c3's leases have not lapsed, a search reports its shards and answers the rest.
+    let partial = search(&cs[0], &[("q", "run:kill"), ("limit", "5")]);
+    let missing: Vec<u64> = partial["missing_shards"]
+        .as_array()
+        .expect("missing_shards")
+        .iter()
+        .map(|m| m["shard"].as_u64().expect("shard"))
+        .collect();
+    assert_eq!(
+        missing,
+        victim_shards.iter().map(|&k| k as u64).collect::<Vec<_>>(),
+        "{partial}"
+    );
+    assert!(partial["total"].as_u64().expect("total") < sent, "{partial}");
+    assert_eq!(partial["hits"].as_array().expect("hits").len(), 5);
+
+    // Ingest goes on meanwhile; the survivors take c3's shards after the lease lapses.
+    let targets: Vec<&Collector> = vec![&cs[0], &cs[1]];
+    for a in 0..12 {
+        sent += post_batches(&targets, &format!("pre-{a}"), "kill2", 4, 250);
+    }
+    wait_spread(&cs[0], &["c1", "c2"]);
+    wait_count(&cs[0], "run:kill OR run:kill2", sent, Duration::from_secs(60));
+    assert_eq!(cs[1].count("run:kill OR run:kill2"), sent);
+
+    let out = verify_all(&mut cs);
+    assert!(!out.contains("PROBLEM"), "{out}");
+    // A shard c3 owned now shows two epochs in its new owner's copy: the link to c3's
+    // head was checked against c3's copy.
+    assert!(
+        !out.contains("0 epoch link(s) checked"),
+        "no epoch link was checked:\n{out}"
+    );
+}
+
+#[test]
+fn cluster_stream_leader_killed_publishes_retry() {
+    let mut nats = NatsCluster::start(3);
+    let cs = collectors(&nats, 2, 3);
+    wait_spread(&cs[0], &["c1", "c2"]);
+    let agent = "leader-test";
+    let shard = spoor_collector::cluster::shard_for(agent, SHARDS);
+    let stream = format!("spoor-shard-{shard}");
+    let targets: Vec<&Collector> = cs.iter().collect();
+    let mut sent = post_batches(&targets, agent, "leader", 10, 200);
+    let leader = wait_for("the stream's leader", Duration::from_secs(10), || {
+        nats.stream_leader(&stream)
+    });
+    std::thread::scope(|s| {
+        let poster = s.spawn(|| post_batches(&targets, agent, "leader2", 30, 200));
+        std::thread::sleep(Duration::from_millis(300));
+        nats.kill9(&leader);
+        sent += poster.join().expect("poster");
+    });
+    wait_count(&cs[0], "run:leader OR run:leader2", sent, Duration::from_secs(60));
+    assert_eq!(cs[1].count("run:leader OR run:leader2"), sent);
+    let new_leader = nats.stream_leader(&stream).expect("a new leader");
+    assert_ne!(new_leader, leader);
+}
