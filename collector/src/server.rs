@@ -73,10 +73,9 @@ pub async fn run(
     if auth.is_open() {
         tracing::warn!(listen = %config.listen, "No tokens configured: the API is open to anyone who can reach this loopback address.");
     }
-    let alerts = crate::alerts::Alerts::open(&config, index.clone(), writer.clone())?;
     // Cluster mode: this collector's own log and index keep only its own records (the
-    // audit of reads); events live in the shard copies. Alert rules are not evaluated
-    // in cluster mode yet (see docs/scaling.md).
+    // audit of reads); events live in the shard copies. Alert rules count on every
+    // shard and are evaluated by the owner of shard 0 only.
     let (cluster_stop, cluster_stopped) = tokio::sync::watch::channel(false);
     let (cluster, manager) = match &config.cluster {
         Some(_) => {
@@ -86,7 +85,15 @@ pub async fn run(
         }
         None => (None, None),
     };
-    let evaluator = cluster.is_none().then(|| alerts.spawn());
+    let source = match &cluster {
+        Some(cluster) => crate::alerts::CountSource::Cluster {
+            cluster: cluster.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        },
+        None => crate::alerts::CountSource::Index(index.clone()),
+    };
+    let alerts = crate::alerts::Alerts::open_with(&config, source, writer.clone())?;
+    let evaluator = alerts.spawn();
     let (retention_stop, retention_stopped) = tokio::sync::watch::channel(false);
     let retention = config.audit.retention.map(|keep| {
         tokio::spawn(crate::retention::run(
@@ -136,9 +143,7 @@ pub async fn run(
     if let Some(r) = retention {
         let _ = r.await;
     }
-    if let Some(evaluator) = evaluator {
-        evaluator.stop().await;
-    }
+    evaluator.stop().await;
     let _ = cluster_stop.send(true);
     if let Some(manager) = manager {
         // Hands the shards over (released leases) and closes the shard copies.

@@ -58,10 +58,23 @@ fn wait_spread(c: &Collector, alive: &[&str]) {
             let all = o
                 .iter()
                 .all(|x| x.as_deref().is_some_and(|x| alive.contains(&x)));
-            let each = alive.iter().all(|a| o.iter().any(|x| x.as_deref() == Some(a)));
+            let each = alive
+                .iter()
+                .all(|a| o.iter().any(|x| x.as_deref() == Some(a)));
             (all && each).then_some(())
         },
     );
+    // Placement settles once every collector has seen the others for a lease_ttl.
+    let mut last = owners(c);
+    let mut since = Instant::now();
+    wait_for("shard placement to settle", Duration::from_secs(60), || {
+        let now = owners(c);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+        (since.elapsed() > Duration::from_secs(3)).then_some(())
+    });
 }
 
 /// Posts `batches` batches of `per` lines under agent name `agent`, spread over
@@ -70,7 +83,9 @@ fn post_batches(targets: &[&Collector], agent: &str, run: &str, batches: usize, 
     let http = reqwest::blocking::Client::new();
     for b in 0..batches {
         let body: String = (0..per)
-            .map(|i| format!("level=info run={run} src={agent} batch={b} i={i} msg=\"event {b}/{i}\"\n"))
+            .map(|i| {
+                format!("level=info run={run} src={agent} batch={b} i={i} msg=\"event {b}/{i}\"\n")
+            })
             .collect();
         let target = targets[b % targets.len()];
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -141,7 +156,11 @@ fn cluster_100k_events_are_searchable_once_from_every_collector() {
     for (n, agent) in agents.iter().enumerate() {
         for chunk in 0..4 {
             let lines: String = (0..5_000)
-                .map(|i| format!("level=info run=big src=agent{n} chunk={chunk} i={i} msg=\"agent line\"\n"))
+                .map(|i| {
+                    format!(
+                        "level=info run=big src=agent{n} chunk={chunk} i={i} msg=\"agent line\"\n"
+                    )
+                })
                 .collect();
             agent.send_tcp(lines.as_bytes());
         }
@@ -177,7 +196,11 @@ fn cluster_100k_events_are_searchable_once_from_every_collector() {
             .expect("ingest");
         (r.status().as_u16(), r.json::<Value>().expect("json"))
     };
-    assert_eq!((status, &dup["duplicate"]), (200, &Value::Bool(true)), "{dup}");
+    assert_eq!(
+        (status, &dup["duplicate"]),
+        (200, &Value::Bool(true)),
+        "{dup}"
+    );
 
     wait_count(&cs[0], "run:big", 100_000, Duration::from_secs(120));
     for c in &cs {
@@ -205,7 +228,10 @@ fn cluster_100k_events_are_searchable_once_from_every_collector() {
             let key = (
                 hit["ts"].as_str().unwrap_or_default().to_string(),
                 hit["shard"].as_u64().expect("shard"),
-                hit["seq"].as_str().and_then(|s| s.parse().ok()).expect("seq"),
+                hit["seq"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("seq"),
             );
             if let Some(prev) = &last_key {
                 assert!(key.0 <= prev.0, "not newest first: {key:?} after {prev:?}");
@@ -224,7 +250,10 @@ fn cluster_100k_events_are_searchable_once_from_every_collector() {
     let out = verify_all(&mut cs);
     assert!(out.contains("PROBLEM") == false, "{out}");
     for shard in 0..SHARDS {
-        assert!(out.contains(&format!("shard {shard} copy of c")), "shard {shard} missing:\n{out}");
+        assert!(
+            out.contains(&format!("shard {shard} copy of c")),
+            "shard {shard} missing:\n{out}"
+        );
     }
 }
 
@@ -262,7 +291,10 @@ fn cluster_collector_killed_mid_stream_hands_its_shards_over() {
         victim_shards.iter().map(|&k| k as u64).collect::<Vec<_>>(),
         "{partial}"
     );
-    assert!(partial["total"].as_u64().expect("total") < sent, "{partial}");
+    assert!(
+        partial["total"].as_u64().expect("total") < sent,
+        "{partial}"
+    );
     assert_eq!(partial["hits"].as_array().expect("hits").len(), 5);
 
     // Ingest goes on meanwhile; the survivors take c3's shards after the lease lapses.
@@ -271,7 +303,12 @@ fn cluster_collector_killed_mid_stream_hands_its_shards_over() {
         sent += post_batches(&targets, &format!("pre-{a}"), "kill2", 4, 250);
     }
     wait_spread(&cs[0], &["c1", "c2"]);
-    wait_count(&cs[0], "run:kill OR run:kill2", sent, Duration::from_secs(60));
+    wait_count(
+        &cs[0],
+        "run:kill OR run:kill2",
+        sent,
+        Duration::from_secs(60),
+    );
     assert_eq!(cs[1].count("run:kill OR run:kill2"), sent);
 
     let out = verify_all(&mut cs);
@@ -303,8 +340,124 @@ fn cluster_stream_leader_killed_publishes_retry() {
         nats.kill9(&leader);
         sent += poster.join().expect("poster");
     });
-    wait_count(&cs[0], "run:leader OR run:leader2", sent, Duration::from_secs(60));
+    wait_count(
+        &cs[0],
+        "run:leader OR run:leader2",
+        sent,
+        Duration::from_secs(60),
+    );
     assert_eq!(cs[1].count("run:leader OR run:leader2"), sent);
     let new_leader = nats.stream_leader(&stream).expect("a new leader");
     assert_ne!(new_leader, leader);
+}
+
+/// The cluster benchmark (not part of the suite; run it in release, see BENCHMARKS.md):
+/// events/s acknowledged and searchable with 1, 2 and 3 collectors on one NATS setup,
+/// and the latency from an acknowledged batch to its line being searchable.
+#[test]
+#[ignore = "benchmark: cargo test --release --test e2e cluster_benchmark -- --ignored --nocapture"]
+fn cluster_benchmark() {
+    let nodes: usize = std::env::var("SPOOR_BENCH_NATS_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let secs: u64 = std::env::var("SPOOR_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut results: Vec<(usize, f64, f64, f64)> = Vec::new();
+    for n in 1..=3usize {
+        let nats = NatsCluster::start(nodes);
+        let cs = collectors(&nats, n, nodes.min(3));
+        let ids: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        wait_spread(&cs[0], &ids);
+        let run = format!("bench{n}");
+        let start = Instant::now();
+        let stop = start + Duration::from_secs(secs);
+        let sent: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..6)
+                .map(|t| {
+                    let cs = &cs;
+                    let run = &run;
+                    s.spawn(move || {
+                        let http = reqwest::blocking::Client::new();
+                        let mut sent = 0u64;
+                        let mut b = 0usize;
+                        while Instant::now() < stop {
+                            let agent = format!("bench-{t}-{}", b % 4);
+                            let body: String = (0..1000)
+                                .map(|i| {
+                                    format!(
+                                        "ts=2026-01-01T00:00:00Z level=info run={run} t={t} b={b} i={i} msg=\"GET /api/items/{i} 200 in 12ms\"\n"
+                                    )
+                                })
+                                .collect();
+                            let target = &cs[b % cs.len()];
+                            let r = http
+                                .post(format!("{}/api/v1/ingest", target.url()))
+                                .header("X-Spoor-Agent", agent)
+                                .header("Idempotency-Key", format!("{run}-{t}-{b}"))
+                                .body(body)
+                                .send();
+                            if r.is_ok_and(|r| r.status().is_success()) {
+                                sent += 1000;
+                            }
+                            b += 1;
+                        }
+                        sent
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("loader")).sum()
+        });
+        let acked = start.elapsed().as_secs_f64();
+        wait_count(
+            &cs[0],
+            &format!("run:{run}"),
+            sent,
+            Duration::from_secs(600),
+        );
+        let searchable = start.elapsed().as_secs_f64();
+        // Latency to searchable, one small batch at a time on an idle cluster.
+        let mut lat = Vec::new();
+        for k in 0..15 {
+            let marker = format!("lat{n}x{k}");
+            let t0 = Instant::now();
+            post_batches(&[&cs[k % n]], &format!("lat-{k}"), &marker, 1, 1);
+            loop {
+                let body = search(
+                    &cs[(k + 1) % n],
+                    &[("q", &format!("run:{marker}")), ("limit", "0")],
+                );
+                if body["total"] == 1 {
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "{marker} never searchable"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        lat.sort_by(f64::total_cmp);
+        let p50 = lat[lat.len() / 2];
+        println!(
+            "collectors={n}: {sent} events, {:.0} events/s acknowledged, {:.0} events/s searchable, latency to searchable p50 {p50:.0} ms (max {:.0} ms)",
+            sent as f64 / acked,
+            sent as f64 / searchable,
+            lat[lat.len() - 1]
+        );
+        results.push((n, sent as f64 / acked, sent as f64 / searchable, p50));
+    }
+    let (_, base_ack, base_search, _) = results[0];
+    for (n, ack, searchable, p50) in &results {
+        println!(
+            "| {n} | {ack:.0} | {:.2} | {searchable:.0} | {:.2} | {:.2} | {p50:.0} |",
+            ack / base_ack,
+            searchable / base_search,
+            searchable / base_search / *n as f64
+        );
+    }
 }

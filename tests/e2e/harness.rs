@@ -509,7 +509,10 @@ impl NatsCluster {
                 .arg(&store);
             if n > 1 {
                 cmd.args(["--cluster_name", "spoor-test"])
-                    .args(["-cluster", &format!("nats://127.0.0.1:{}", node.cluster_port)])
+                    .args([
+                        "-cluster",
+                        &format!("nats://127.0.0.1:{}", node.cluster_port),
+                    ])
                     .args(["-routes", &routes.join(",")]);
             }
             let child = cmd
@@ -521,12 +524,16 @@ impl NatsCluster {
         }
         for node in &nodes {
             let url = format!("http://127.0.0.1:{}/healthz", node.monitor_port);
-            wait_for(&format!("{} healthy", node.name), Duration::from_secs(30), || {
-                reqwest::blocking::get(&url)
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            });
+            wait_for(
+                &format!("{} healthy", node.name),
+                Duration::from_secs(30),
+                || {
+                    reqwest::blocking::get(&url)
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|_| ())
+                },
+            );
         }
         Self { dir, nodes }
     }

@@ -39,6 +39,14 @@ pub struct ClusterConfig {
     /// acknowledge (leader election, a node down) before answering 503 (default 15 s).
     #[serde(default = "default_publish_timeout", with = "duration_text")]
     pub publish_timeout: Duration,
+    /// Environment variable holding a token with the `read` scope that this collector
+    /// sends to its peers when it reads for itself (alert rules). Needed when the peers
+    /// have `[[tokens]]`.
+    #[serde(default)]
+    pub peer_token_env: Option<String>,
+    /// ... or a file holding it.
+    #[serde(default)]
+    pub peer_token_file: Option<std::path::PathBuf>,
 }
 
 fn default_lease_ttl() -> Duration {
@@ -71,6 +79,21 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 }
 
 impl ClusterConfig {
+    /// The peer token, if one is configured (read when the collector starts).
+    pub fn peer_token(&self) -> Result<Option<String>, ConfigError> {
+        if self.peer_token_env.is_none() && self.peer_token_file.is_none() {
+            return Ok(None);
+        }
+        crate::secret::Secret::from_sources(
+            "cluster.peer_token",
+            self.peer_token_env.as_deref(),
+            self.peer_token_file.as_deref(),
+            None,
+        )?
+        .resolve()
+        .map(Some)
+    }
+
     /// Checks what types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(format!("cluster.{m}")));

@@ -76,7 +76,8 @@ impl HitKey {
 }
 
 impl Cluster {
-    /// Sends `GET path?query` to the owner of every shard, at once.
+    /// Sends `GET path?query` to the owner of every shard, at once, with the caller's
+    /// `Authorization` (or, for the collector's own reads, the peer token).
     pub async fn ask_owners(
         &self,
         path: &str,
@@ -89,7 +90,9 @@ impl Cluster {
             let http = self.http.clone();
             let path = path.to_string();
             let query = query.to_vec();
-            let authorization = authorization.map(str::to_string);
+            let authorization = authorization
+                .map(str::to_string)
+                .or_else(|| self.peer_authorization.clone());
             async move {
                 let Some(url) = url else {
                     return (shard, Err("no owner holds the shard's lease".to_string()));

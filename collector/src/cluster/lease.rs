@@ -12,7 +12,7 @@
 //!   ownership epoch; it is written into the shard's audit chain.
 //! - Expiry is judged by the observer's own clock: a lease whose revision has not changed
 //!   for `lease_ttl` has lapsed. No clocks are compared across machines.
-//! - Presence: each collector rewrites `node-<id>` every tick; a node whose key has not
+//! - Presence: each collector rewrites `node.<id>` every tick; a node whose key has not
 //!   changed for `lease_ttl` is gone. Live nodes share shards by rendezvous hashing
 //!   ([`preferred_owner`]).
 
@@ -91,7 +91,7 @@ pub fn shard_key(shard: u32) -> String {
 
 /// The presence key of a node.
 pub fn node_key(node: &str) -> String {
-    format!("node-{node}")
+    format!("node.{node}")
 }
 
 impl LeaseStore {
@@ -198,7 +198,7 @@ impl LeaseStore {
 
     /// The node ids with a presence key.
     pub async fn node_ids(&self) -> Result<Vec<String>, ClusterError> {
-        let prefix = subject("node-");
+        let prefix = subject("node.");
         let mut info = self
             .stream
             .info_with_subjects(format!("{prefix}*"))

@@ -69,6 +69,8 @@ pub struct Cluster {
     /// The shards this collector owns right now.
     owned: RwLock<HashMap<u32, Arc<ShardReplica>>>,
     http: reqwest::Client,
+    /// `Authorization` for this collector's own reads of its peers (alert rules).
+    peer_authorization: Option<String>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -144,6 +146,10 @@ impl Cluster {
             .await?;
         }
         tracing::info!(node = %cc.node_id, shards = cc.shards, "Cluster mode: connected to NATS JetStream.");
+        let peer_authorization = cc
+            .peer_token()
+            .map_err(|e| ClusterError::Protocol(e.to_string()))?
+            .map(|t| format!("Bearer {t}"));
         let http = reqwest::Client::builder()
             .timeout(cc.peer_timeout)
             .build()
@@ -160,6 +166,7 @@ impl Cluster {
             replicas: tokio::sync::Mutex::new(HashMap::new()),
             owned: RwLock::new(HashMap::new()),
             http,
+            peer_authorization,
         }))
     }
 

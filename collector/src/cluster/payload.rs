@@ -60,7 +60,9 @@ pub fn encode(agent: &str, key: &str, lines: &[Vec<u8>], max_bytes: usize) -> Ve
         .map(|(i, raw)| {
             let mut headers = HeaderMap::new();
             headers.insert(AGENT, agent);
-            headers.insert(KEY, key);
+            if !key.is_empty() {
+                headers.insert(KEY, key);
+            }
             headers.insert(ENCODING, "zstd");
             // zstd on an in-memory buffer only fails on allocation failure.
             let payload = zstd::bulk::compress(&raw, 1).unwrap_or_else(|_| raw.clone());

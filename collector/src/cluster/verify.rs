@@ -49,8 +49,6 @@ pub struct CopyReport {
     pub epochs: Vec<Epoch>,
     /// Problems found.
     pub problems: Vec<String>,
-    /// Chain hash of each record from `first_seq` on (for the cross-copy check).
-    hashes: Vec<[u8; 32]>,
     first_seq: u64,
 }
 
@@ -94,9 +92,6 @@ pub fn check_copy(shard: u32, dir: &Path) -> Result<CopyReport, AuditError> {
     for record in read_records(dir, first) {
         let record = record?;
         r.records += 1;
-        if r.hashes.len() as u64 == record.seq - first {
-            r.hashes.push(record.hash);
-        }
         if let Some(rev) = record.batch_key.strip_prefix("epoch:r") {
             let (event, _) = read_line(
                 &record.line,
@@ -170,7 +165,10 @@ pub fn check_copy(shard: u32, dir: &Path) -> Result<CopyReport, AuditError> {
             _ => {}
         }
         last_stream = Some(last_stream.map_or(s, |l| l.max(s)));
-        r.stream_seqs = Some((r.stream_seqs.map_or(s, |(f, _)| f), last_stream.unwrap_or(s)));
+        r.stream_seqs = Some((
+            r.stream_seqs.map_or(s, |(f, _)| f),
+            last_stream.unwrap_or(s),
+        ));
     }
     Ok(r)
 }
@@ -199,10 +197,11 @@ pub fn check_links(copies: &mut [CopyReport]) {
             if *head_seq - 1 < copies[j].first_seq {
                 continue; // removed by retention there
             }
-            let actual = copies[j]
-                .hashes
-                .get((*head_seq - 1 - copies[j].first_seq) as usize)
-                .map(|h| crate::http::hex_public_key(h));
+            let actual = read_records(&copies[j].dir, head_seq - 1)
+                .next()
+                .and_then(Result::ok)
+                .filter(|r| r.seq == head_seq - 1)
+                .map(|r| crate::http::hex_public_key(&r.hash));
             if actual.as_deref() != Some(hash.as_str()) {
                 found.push((
                     i,

@@ -101,7 +101,8 @@ async fn fan_out_search(
     let cursor = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
         Some(c) => Some(
-            HitKey::parse(c).ok_or_else(|| ApiError::bad_request("cursor is not one this API gave"))?,
+            HitKey::parse(c)
+                .ok_or_else(|| ApiError::bad_request("cursor is not one this API gave"))?,
         ),
     };
     let mut query = params.forward();
@@ -220,7 +221,11 @@ pub(super) async fn histogram(
         Target::FanOut(cluster) => {
             spoor_query::parse_query(&req.q).map_err(run::SearchError::from)?;
             let replies = cluster
-                .ask_owners("/api/v1/histogram", &params.forward(), authorization(&headers))
+                .ask_owners(
+                    "/api/v1/histogram",
+                    &params.forward(),
+                    authorization(&headers),
+                )
                 .await;
             return Ok(Json(crate::cluster::fanout::merge_histogram(replies)));
         }
