@@ -186,7 +186,9 @@ fn cluster_100k_events_are_searchable_once_from_every_collector() {
     assert_eq!(sent, 100_000);
     // A retried batch is answered as a duplicate and not stored again.
     let (status, dup) = {
-        let body = "level=info run=big src=app-0-0 batch=0 i=0 msg=\"event 0/0\"\n".repeat(1);
+        let body: String = (0..500)
+            .map(|i| format!("level=info run=big src=app-0-0 batch=0 i={i} msg=\"event 0/{i}\"\n"))
+            .collect();
         let r = reqwest::blocking::Client::new()
             .post(format!("{}/api/v1/ingest", cs[2].url()))
             .header("X-Spoor-Agent", "app-0-0")
@@ -248,7 +250,7 @@ fn cluster_100k_events_are_searchable_once_from_every_collector() {
 
     drop(agents);
     let out = verify_all(&mut cs);
-    assert!(out.contains("PROBLEM") == false, "{out}");
+    assert!(!out.contains("PROBLEM"), "{out}");
     for shard in 0..SHARDS {
         assert!(
             out.contains(&format!("shard {shard} copy of c")),
@@ -335,9 +337,20 @@ fn cluster_stream_leader_killed_publishes_retry() {
         nats.stream_leader(&stream)
     });
     std::thread::scope(|s| {
-        let poster = s.spawn(|| post_batches(&targets, agent, "leader2", 30, 200));
-        std::thread::sleep(Duration::from_millis(300));
+        let poster = s.spawn(|| post_batches(&targets, agent, "leader2", 150, 200));
+        // Mid-stream: some of the second run is stored, most is still to come.
+        wait_for("the second run under way", Duration::from_secs(60), || {
+            (cs[0].count("run:leader2") >= 2_000).then_some(())
+        });
         nats.kill9(&leader);
+        assert!(
+            !poster.is_finished(),
+            "the publishes ended before the leader was killed"
+        );
+        let new_leader = wait_for("a new stream leader", Duration::from_secs(30), || {
+            nats.stream_leader(&stream).filter(|l| *l != leader)
+        });
+        assert_ne!(new_leader, leader);
         sent += poster.join().expect("poster");
     });
     wait_count(
@@ -347,8 +360,6 @@ fn cluster_stream_leader_killed_publishes_retry() {
         Duration::from_secs(60),
     );
     assert_eq!(cs[1].count("run:leader OR run:leader2"), sent);
-    let new_leader = nats.stream_leader(&stream).expect("a new leader");
-    assert_ne!(new_leader, leader);
 }
 
 /// The cluster benchmark (not part of the suite; run it in release, see BENCHMARKS.md):

@@ -466,7 +466,8 @@ fn wait_healthy(what: &str, url: &str, child: &mut Option<Child>, log_path: &Pat
 /// A cluster of real `nats-server` processes with JetStream, on loopback ports, each
 /// with its own store directory; killed on drop.
 pub struct NatsCluster {
-    pub dir: tempfile::TempDir,
+    /// Store directories and logs; removed on drop.
+    _dir: tempfile::TempDir,
     pub nodes: Vec<NatsNode>,
 }
 
@@ -535,7 +536,7 @@ impl NatsCluster {
                 },
             );
         }
-        Self { dir, nodes }
+        Self { _dir: dir, nodes }
     }
 
     /// The client URLs, comma-free, for a collector's `nats = [...]`.

@@ -49,12 +49,21 @@ impl HitKey {
         format!("{}_{}_{}", self.ts, self.shard, self.seq)
     }
 
-    /// The time as RFC 3339 with nanoseconds (for `from`/`to` bounds).
-    pub fn time_text(ts: i128) -> Option<String> {
-        OffsetDateTime::from_unix_timestamp_nanos(ts)
-            .ok()?
-            .format(&Rfc3339)
-            .ok()
+    /// The `(ts, seq)` bound that shard `shard` applies locally so that it returns only
+    /// hits after this key in the merged order (newest first unless `ascending`).
+    pub fn after_for(self, shard: u32, ascending: bool) -> (i64, u64) {
+        let t = i64::try_from(self.ts).unwrap_or(if self.ts < 0 { i64::MIN } else { i64::MAX });
+        use std::cmp::Ordering::*;
+        match (shard.cmp(&self.shard), ascending) {
+            (Equal, _) => (t, self.seq),
+            // Newest first: lower shards may still give hits at this very time, higher
+            // shards only earlier ones.
+            (Less, false) => (t.saturating_add(1), 0),
+            (Greater, false) => (t, 0),
+            // Oldest first: the mirror image.
+            (Less, true) => (t, u64::MAX),
+            (Greater, true) => (t.saturating_sub(1), u64::MAX),
+        }
     }
 
     fn of(shard: u32, hit: &Value) -> HitKey {
@@ -64,8 +73,12 @@ impl HitKey {
                 .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
                 .map(OffsetDateTime::unix_timestamp_nanos)
         };
+        let exact = hit.get("_ts_nanos").and_then(Value::as_i64).map(i128::from);
         HitKey {
-            ts: time("ts").or_else(|| time("ingest_ts")).unwrap_or(0),
+            ts: exact
+                .or_else(|| time("ts"))
+                .or_else(|| time("ingest_ts"))
+                .unwrap_or(0),
             shard,
             seq: hit
                 .get("seq")
@@ -84,12 +97,23 @@ impl Cluster {
         query: &[(String, String)],
         authorization: Option<&str>,
     ) -> Vec<ShardReply> {
+        self.ask_owners_each(path, |_| query.to_vec(), authorization)
+            .await
+    }
+
+    /// Like [`Cluster::ask_owners`], with a query string per shard.
+    pub async fn ask_owners_each(
+        &self,
+        path: &str,
+        query: impl Fn(u32) -> Vec<(String, String)>,
+        authorization: Option<&str>,
+    ) -> Vec<ShardReply> {
         let urls = self.owner_urls();
         let asks = urls.into_iter().enumerate().map(|(shard, url)| {
             let shard = shard as u32;
             let http = self.http.clone();
             let path = path.to_string();
-            let query = query.to_vec();
+            let query = query(shard);
             let authorization = authorization
                 .map(str::to_string)
                 .or_else(|| self.peer_authorization.clone());
@@ -135,6 +159,81 @@ impl Cluster {
     }
 }
 
+/// Live tail of every shard: one task per shard follows its owner's
+/// `/api/v1/tail` (server-sent events) and forwards each hit, with its `shard`, in the
+/// order they arrive (there is no global order of live lines). A task whose owner goes
+/// away reconnects to the shard's next owner; lines indexed meanwhile are not replayed.
+/// The tasks end when the receiver is dropped.
+pub fn tail(
+    cluster: std::sync::Arc<Cluster>,
+    query: Vec<(String, String)>,
+    authorization: Option<&str>,
+) -> tokio::sync::mpsc::Receiver<Value> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let authorization = authorization
+        .map(str::to_string)
+        .or_else(|| cluster.peer_authorization.clone());
+    for shard in 0..cluster.config.shards {
+        let cluster = cluster.clone();
+        let tx = tx.clone();
+        let query = query.clone();
+        let authorization = authorization.clone();
+        // No timeout: the stream is long-lived.
+        let http = reqwest::Client::new();
+        tokio::spawn(async move {
+            loop {
+                let url = cluster.owner_urls().get(shard as usize).cloned().flatten();
+                if let Some(url) = url {
+                    let mut req = http
+                        .get(format!("{}/api/v1/tail", url.trim_end_matches('/')))
+                        .query(&query)
+                        .header(SHARD_HEADER, shard.to_string());
+                    if let Some(a) = &authorization {
+                        req = req.header("authorization", a);
+                    }
+                    if let Ok(mut resp) = req.send().await
+                        && resp.status().is_success()
+                    {
+                        let mut buf: Vec<u8> = Vec::new();
+                        loop {
+                            let chunk = tokio::select! {
+                                c = resp.chunk() => c,
+                                _ = tx.closed() => return,
+                            };
+                            let Ok(Some(chunk)) = chunk else { break };
+                            buf.extend_from_slice(&chunk);
+                            while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+                                let block: Vec<u8> = buf.drain(..end + 2).collect();
+                                for line in block.split(|&b| b == b'\n') {
+                                    let Some(data) = line.strip_prefix(b"data:") else {
+                                        continue;
+                                    };
+                                    let Ok(mut hit) =
+                                        serde_json::from_slice::<Value>(data.trim_ascii())
+                                    else {
+                                        continue;
+                                    };
+                                    if let Some(o) = hit.as_object_mut() {
+                                        o.insert("shard".into(), json!(shard));
+                                    }
+                                    if tx.send(hit).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+    }
+    rx
+}
+
 /// The `shards` and `missing_shards` of a merged answer; the bodies that did answer.
 fn split(replies: Vec<ShardReply>, out: &mut Map<String, Value>) -> Vec<(u32, Value)> {
     let total = replies.len();
@@ -176,6 +275,7 @@ pub fn merge_search(
             let mut hit = hit.clone();
             let key = HitKey::of(shard, &hit);
             if let Some(o) = hit.as_object_mut() {
+                o.remove("_ts_nanos");
                 o.insert("shard".into(), json!(shard));
             }
             let after = match cursor {
@@ -417,6 +517,22 @@ mod tests {
             None,
         );
         assert_eq!(s["rows"], json!([["a", 3], ["b", 1]]));
+    }
+
+    #[test]
+    fn each_shard_is_asked_for_what_follows_the_cursor() {
+        let c = HitKey {
+            ts: 100,
+            shard: 2,
+            seq: 9,
+        };
+        // Newest first: shard 2 continues below seq 9 at ts 100; shard 1 may still give
+        // ts 100; shard 3 only ts < 100.
+        assert_eq!(c.after_for(2, false), (100, 9));
+        assert_eq!(c.after_for(1, false), (101, 0));
+        assert_eq!(c.after_for(3, false), (100, 0));
+        assert_eq!(c.after_for(1, true), (100, u64::MAX));
+        assert_eq!(c.after_for(3, true), (99, u64::MAX));
     }
 
     #[test]

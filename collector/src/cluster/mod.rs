@@ -55,7 +55,7 @@ pub const SHARD_HEADER: &str = "x-spoor-shard";
 
 /// A running cluster member.
 pub struct Cluster {
-    config: ClusterConfig,
+    pub(crate) config: ClusterConfig,
     data_dir: PathBuf,
     audit: AuditOptions,
     index: IndexConfig,
@@ -70,7 +70,7 @@ pub struct Cluster {
     owned: RwLock<HashMap<u32, Arc<ShardReplica>>>,
     http: reqwest::Client,
     /// `Authorization` for this collector's own reads of its peers (alert rules).
-    peer_authorization: Option<String>,
+    pub(crate) peer_authorization: Option<String>,
 }
 
 impl std::fmt::Debug for Cluster {

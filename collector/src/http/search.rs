@@ -34,6 +34,10 @@ pub(super) struct Params {
     buckets: Option<u32>,
     /// Cluster mode: continue after this hit (the `cursor` of the previous page).
     cursor: Option<String>,
+    /// Cluster mode, to a shard owner: only hits after `<ts nanos>_<seq>`.
+    after: Option<String>,
+    /// Cluster mode, to a shard owner: `seq` makes the page's last timestamp exact.
+    ties: Option<String>,
 }
 
 /// Where a read runs.
@@ -106,19 +110,20 @@ async fn fan_out_search(
         ),
     };
     let mut query = params.forward();
-    if let Some(c) = cursor {
-        // Only hits at or beyond the cursor's time; the merge drops the rest.
-        let (key, bound) = if req.ascending {
-            ("from", HitKey::time_text(c.ts))
-        } else {
-            ("to", HitKey::time_text(c.ts + 1))
-        };
-        let bound = bound.ok_or_else(|| ApiError::bad_request("cursor time out of range"))?;
-        query.retain(|(k, _)| k != key);
-        query.push((key.to_string(), bound));
-    }
+    query.push(("ties".into(), "seq".into()));
     let replies = cluster
-        .ask_owners("/api/v1/search", &query, authorization(headers))
+        .ask_owners_each(
+            "/api/v1/search",
+            |shard| {
+                let mut q = query.clone();
+                if let Some(c) = cursor {
+                    let (ts, seq) = c.after_for(shard, req.ascending);
+                    q.push(("after".into(), format!("{ts}_{seq}")));
+                }
+                q
+            },
+            authorization(headers),
+        )
         .await;
     let limit = req.limit.unwrap_or(100).min(run::MAX_LIMIT);
     Ok(merge_search(replies, req.ascending, limit, cursor))
@@ -143,6 +148,15 @@ impl Params {
             ascending,
             min_seq: None,
             by_seq: false,
+            after: match self.after.as_deref() {
+                None => None,
+                Some(a) => Some(
+                    a.split_once('_')
+                        .and_then(|(t, s)| Some((t.parse().ok()?, s.parse().ok()?)))
+                        .ok_or_else(|| ApiError::bad_request("after must be <ts nanos>_<seq>"))?,
+                ),
+            },
+            seq_ties: self.ties.as_deref() == Some("seq"),
         })
     }
 }
@@ -293,13 +307,41 @@ pub(super) async fn tail(
     let mut req = params.request()?;
     // Check the query once up front, so a bad one is a 400 and not a silent stream.
     spoor_query::parse_query(&req.q).map_err(run::SearchError::from)?;
+    let (index, indexed) = match target(&state, &headers)? {
+        Target::Local(index) => {
+            let indexed = match (&state.cluster, headers.get(crate::cluster::SHARD_HEADER)) {
+                (Some(cluster), Some(_)) => {
+                    let shard = headers
+                        .get(crate::cluster::SHARD_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse().ok())
+                        .and_then(|k| cluster.owned(k))
+                        .ok_or_else(|| ApiError::bad_request("no such shard here"))?;
+                    shard.indexed.clone()
+                }
+                _ => state.indexed.clone(),
+            };
+            (index, indexed)
+        }
+        Target::FanOut(cluster) => {
+            let mut query = params.forward();
+            query.retain(|(k, _)| k == "q");
+            let rx = crate::cluster::fanout::tail(cluster, query, authorization(&headers));
+            let events = stream::unfold(rx, |mut rx| async move {
+                let hit = rx.recv().await?;
+                Some((Ok(SseEvent::default().data(hit.to_string())), rx))
+            });
+            return Ok(Sse::new(futures_util::future::Either::Right(events))
+                .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))));
+        }
+    };
     req.ascending = true;
     req.by_seq = true;
     req.limit = Some(TAIL_BATCH);
     req.from = None;
     req.to = None;
-    let start = *state.indexed.borrow();
-    let initial = (state, req, start, Vec::<SseEvent>::new());
+    let start = *indexed.borrow();
+    let initial = ((index, indexed), req, start, Vec::<SseEvent>::new());
     let events = stream::unfold(
         initial,
         |(state, mut req, mut next, mut queue)| async move {
@@ -307,7 +349,7 @@ pub(super) async fn tail(
                 if let Some(e) = queue.pop() {
                     return Some((Ok(e), (state, req, next, queue)));
                 }
-                let mut indexed = state.indexed.clone();
+                let mut indexed = state.1.clone();
                 // Mark the current value seen, so `changed` waits for a new one (no spin).
                 let current = *indexed.borrow_and_update();
                 if current <= next && indexed.changed().await.is_err() {
@@ -317,7 +359,7 @@ pub(super) async fn tail(
                 // is then found by the next round instead of being skipped.
                 let upto = *indexed.borrow();
                 req.min_seq = Some(next);
-                let index = state.index.clone();
+                let index = state.0.clone();
                 let r = req.clone();
                 let found = tokio::task::spawn_blocking(move || run::search(&index, &r)).await;
                 let Ok(Ok(found)) = found else {
@@ -342,5 +384,6 @@ pub(super) async fn tail(
             }
         },
     );
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(futures_util::future::Either::Left(events))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
