@@ -336,11 +336,21 @@ fn cluster_stream_leader_killed_publishes_retry() {
     let leader = wait_for("the stream's leader", Duration::from_secs(10), || {
         nats.stream_leader(&stream)
     });
+    let posted = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
-        let poster = s.spawn(|| post_batches(&targets, agent, "leader2", 150, 200));
-        // Mid-stream: some of the second run is stored, most is still to come.
+        let poster = s.spawn(|| {
+            // 300 batches, paced, so that the kill lands in the middle of them.
+            (0..300)
+                .map(|b| {
+                    let n = post_batches(&targets, agent, &format!("leader2 b2={b}"), 1, 100);
+                    posted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(10));
+                    n
+                })
+                .sum::<u64>()
+        });
         wait_for("the second run under way", Duration::from_secs(60), || {
-            (cs[0].count("run:leader2") >= 2_000).then_some(())
+            (posted.load(std::sync::atomic::Ordering::Relaxed) >= 50).then_some(())
         });
         nats.kill9(&leader);
         assert!(

@@ -477,3 +477,60 @@ pub fn context(
         took_ms: started.elapsed().as_millis() as u64,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditLog, AuditOptions};
+
+    /// An index of `n` lines that all share one timestamp (as a batch without `ts` does).
+    fn same_time_index(n: usize) -> (tempfile::TempDir, LogIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = AuditLog::open(dir.path(), AuditOptions::default()).unwrap();
+        let lines: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("ts=2026-01-01T00:00:00Z level=info i={i}").into_bytes())
+            .collect();
+        log.append_batch("", "a", 0, &lines).unwrap();
+        log.sync().unwrap();
+        log.close().unwrap();
+        crate::index::rebuild(dir.path(), 16 << 20, &mut |_| {}).unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        (dir, index)
+    }
+
+    fn seqs(resp: &SearchResponse) -> Vec<u64> {
+        resp.hits
+            .iter()
+            .map(|h| h["seq"].as_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn pages_within_one_timestamp_follow_seq_exactly() {
+        let (_dir, index) = same_time_index(50);
+        let ts = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
+        let mut req = SearchRequest {
+            limit: Some(7),
+            seq_ties: true,
+            ..SearchRequest::default()
+        };
+        let mut all = Vec::new();
+        loop {
+            let page = search(&index, &req).unwrap();
+            assert_eq!(page.total as usize, 50 - all.len());
+            let s = seqs(&page);
+            if s.is_empty() {
+                break;
+            }
+            assert!(page.hits.iter().all(|h| h["_ts_nanos"] == ts));
+            req.after = Some((ts, *s.last().unwrap()));
+            all.extend(s);
+        }
+        assert_eq!(all, (0..50).rev().collect::<Vec<u64>>());
+        // Oldest first, the mirror image.
+        req.ascending = true;
+        req.after = Some((ts, 44));
+        assert_eq!(seqs(&search(&index, &req).unwrap()), [45, 46, 47, 48, 49]);
+    }
+}
