@@ -14,12 +14,17 @@ const SHARDS: u32 = 6;
 
 /// Starts `n` collectors in cluster mode on `nats`.
 fn collectors(nats: &NatsCluster, n: usize, replicas: usize) -> Vec<Collector> {
+    collectors_with(nats, n, replicas, "")
+}
+
+/// Starts `n` collectors in cluster mode on `nats`, with `extra` config prepended.
+fn collectors_with(nats: &NatsCluster, n: usize, replicas: usize, extra: &str) -> Vec<Collector> {
     let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
     (0..n)
         .map(|i| {
             Collector::start_with_port_config(|port| {
                 format!(
-                    "[index]\ncommit_interval = \"200ms\"\n\n[cluster]\nnats = [{}]\nshards = {SHARDS}\n\
+                    "{extra}\n[index]\ncommit_interval = \"200ms\"\n\n[cluster]\nnats = [{}]\nshards = {SHARDS}\n\
                      node_id = \"c{}\"\nadvertise_url = \"http://127.0.0.1:{port}\"\n\
                      lease_ttl = \"2s\"\nreplicas = {replicas}\n",
                     urls.join(", "),
@@ -370,6 +375,43 @@ fn cluster_stream_leader_killed_publishes_retry() {
         Duration::from_secs(60),
     );
     assert_eq!(cs[1].count("run:leader OR run:leader2"), sent);
+}
+
+#[test]
+fn cluster_alert_rules_notify_once_per_cluster() {
+    let rx = crate::alerts::Receiver::start(0);
+    let config = format!(
+        "[alerts]\ninterval = \"200ms\"\n\n[[alerts.notifier]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+         [[alerts.rule]]\nname = \"charge-errors\"\nkind = \"threshold\"\nquery = \"level:error task:charge\"\n\
+         window = \"10s\"\nop = \">\"\nvalue = 4\nnotify = [\"hook\"]\n",
+        rx.url("hook")
+    );
+    let nats = NatsCluster::start(1);
+    let cs = collectors_with(&nats, 2, 1, &config);
+    wait_spread(&cs[0], &["c1", "c2"]);
+    // Errors from three agents, so they land on several shards: only the sum breaches.
+    for (n, agent) in ["pay-1", "pay-2", "pay-3"].iter().enumerate() {
+        let body: String = (0..2)
+            .map(|i| {
+                format!(
+                    "ts={} level=error task=charge msg=\"attempt {i} failed\"\n",
+                    crate::alerts::now_ts()
+                )
+            })
+            .collect();
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}/api/v1/ingest", cs[n % 2].url()))
+            .header("X-Spoor-Agent", *agent)
+            .body(body)
+            .send()
+            .expect("ingest");
+        assert!(r.status().is_success());
+    }
+    let got = rx.wait_delivered("hook", 1);
+    assert_eq!(got[0]["status"], "firing", "{}", got[0]);
+    // Both collectors run the evaluator; only the owner of shard 0 evaluates.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(rx.delivered("hook").len(), 1, "{:?}", rx.delivered("hook"));
 }
 
 /// The cluster benchmark (not part of the suite; run it in release, see BENCHMARKS.md):

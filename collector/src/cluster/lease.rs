@@ -219,7 +219,7 @@ impl LeaseStore {
 
 /// The live node that should own `shard`: highest rendezvous score wins, so adding or
 /// removing a node moves only the shards it wins or held.
-pub fn preferred_owner<'a>(nodes: &'a [String], shard: u32) -> Option<&'a str> {
+pub fn preferred_owner(nodes: &[String], shard: u32) -> Option<&str> {
     nodes
         .iter()
         .max_by_key(|n| (score(n, shard), n.as_str()))
