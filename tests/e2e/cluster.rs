@@ -414,21 +414,115 @@ fn cluster_alert_rules_notify_once_per_cluster() {
     assert_eq!(rx.delivered("hook").len(), 1, "{:?}", rx.delivered("hook"));
 }
 
+/// Load for the benchmark: 6 threads post 1,000-line batches (24 agent names, so every
+/// shard gets some) round-robin to `cs` for `secs`; returns the lines acknowledged and the
+/// seconds it took.
+fn bench_load(cs: &[Collector], run: &str, secs: u64) -> (u64, f64) {
+    let start = Instant::now();
+    let stop = start + Duration::from_secs(secs);
+    let sent = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|t| {
+                s.spawn(move || {
+                    let http = reqwest::blocking::Client::new();
+                    let mut sent = 0u64;
+                    let mut b = 0usize;
+                    while Instant::now() < stop {
+                        let body: String = (0..1000)
+                            .map(|i| {
+                                format!(
+                                    "ts=2026-01-01T00:00:00Z level=info run={run} t={t} b={b} i={i} msg=\"GET /api/items/{i} 200 in 12ms\"\n"
+                                )
+                            })
+                            .collect();
+                        let r = http
+                            .post(format!("{}/api/v1/ingest", cs[b % cs.len()].url()))
+                            .header("X-Spoor-Agent", format!("bench-{t}-{}", b % 4))
+                            .header("Idempotency-Key", format!("{run}-{t}-{b}"))
+                            .body(body)
+                            .send();
+                        if r.is_ok_and(|r| r.status().is_success()) {
+                            sent += 1000;
+                        }
+                        b += 1;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("loader")).sum()
+    });
+    (sent, start.elapsed().as_secs_f64())
+}
+
+/// Milliseconds from posting one line to one collector until another finds it (p50, max
+/// of 15 samples on an otherwise idle setup).
+fn bench_latency(cs: &[Collector], tag: &str) -> (f64, f64) {
+    let n = cs.len();
+    let mut lat = Vec::new();
+    for k in 0..15 {
+        let marker = format!("lat{tag}x{k}");
+        let t0 = Instant::now();
+        post_batches(&[&cs[k % n]], &format!("lat-{k}"), &marker, 1, 1);
+        loop {
+            let body = search(
+                &cs[(k + 1) % n],
+                &[("q", &format!("run:{marker}")), ("limit", "0")],
+            );
+            if body["total"] == 1 {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{marker} never searchable"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    (lat[lat.len() / 2], lat[lat.len() - 1])
+}
+
 /// The cluster benchmark (not part of the suite; run it in release, see BENCHMARKS.md):
-/// events/s acknowledged and searchable with 1, 2 and 3 collectors on one NATS setup,
-/// and the latency from an acknowledged batch to its line being searchable.
+/// events/s acknowledged and searchable with one collector alone (no `[cluster]`) and
+/// with 1, 2 and 3 collectors on NATS JetStream, and the latency from a posted line to
+/// its being searchable through another collector.
 #[test]
 #[ignore = "benchmark: cargo test --release --test e2e cluster_benchmark -- --ignored --nocapture"]
 fn cluster_benchmark() {
-    let nodes: usize = std::env::var("SPOOR_BENCH_NATS_NODES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let secs: u64 = std::env::var("SPOOR_BENCH_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let mut results: Vec<(usize, f64, f64, f64)> = Vec::new();
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let nodes = env("SPOOR_BENCH_NATS_NODES", 1) as usize;
+    let secs = env("SPOOR_BENCH_SECS", 10);
+    // (label, collectors, acked/s, searchable/s, p50 ms, max ms)
+    let mut results: Vec<(String, usize, f64, f64, f64, f64)> = Vec::new();
+    {
+        let alone = [Collector::start_with_config(
+            "[index]\ncommit_interval = \"200ms\"\n",
+        )];
+        let (sent, acked) = bench_load(&alone, "alone", secs);
+        let start = Instant::now();
+        wait_for(
+            "the lone collector to index",
+            Duration::from_secs(600),
+            || (alone[0].count("run:alone") == sent).then_some(()),
+        );
+        let searchable = acked + start.elapsed().as_secs_f64();
+        let (p50, max) = bench_latency(&alone, "alone");
+        results.push((
+            "alone (no [cluster])".into(),
+            1,
+            sent as f64 / acked,
+            sent as f64 / searchable,
+            p50,
+            max,
+        ));
+    }
     for n in 1..=3usize {
         let nats = NatsCluster::start(nodes);
         let cs = collectors(&nats, n, nodes.min(3));
@@ -436,91 +530,38 @@ fn cluster_benchmark() {
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         wait_spread(&cs[0], &ids);
         let run = format!("bench{n}");
+        let (sent, acked) = bench_load(&cs, &run, secs);
         let start = Instant::now();
-        let stop = start + Duration::from_secs(secs);
-        let sent: u64 = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..6)
-                .map(|t| {
-                    let cs = &cs;
-                    let run = &run;
-                    s.spawn(move || {
-                        let http = reqwest::blocking::Client::new();
-                        let mut sent = 0u64;
-                        let mut b = 0usize;
-                        while Instant::now() < stop {
-                            let agent = format!("bench-{t}-{}", b % 4);
-                            let body: String = (0..1000)
-                                .map(|i| {
-                                    format!(
-                                        "ts=2026-01-01T00:00:00Z level=info run={run} t={t} b={b} i={i} msg=\"GET /api/items/{i} 200 in 12ms\"\n"
-                                    )
-                                })
-                                .collect();
-                            let target = &cs[b % cs.len()];
-                            let r = http
-                                .post(format!("{}/api/v1/ingest", target.url()))
-                                .header("X-Spoor-Agent", agent)
-                                .header("Idempotency-Key", format!("{run}-{t}-{b}"))
-                                .body(body)
-                                .send();
-                            if r.is_ok_and(|r| r.status().is_success()) {
-                                sent += 1000;
-                            }
-                            b += 1;
-                        }
-                        sent
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("loader")).sum()
-        });
-        let acked = start.elapsed().as_secs_f64();
         wait_count(
             &cs[0],
             &format!("run:{run}"),
             sent,
             Duration::from_secs(600),
         );
-        let searchable = start.elapsed().as_secs_f64();
-        // Latency to searchable, one small batch at a time on an idle cluster.
-        let mut lat = Vec::new();
-        for k in 0..15 {
-            let marker = format!("lat{n}x{k}");
-            let t0 = Instant::now();
-            post_batches(&[&cs[k % n]], &format!("lat-{k}"), &marker, 1, 1);
-            loop {
-                let body = search(
-                    &cs[(k + 1) % n],
-                    &[("q", &format!("run:{marker}")), ("limit", "0")],
-                );
-                if body["total"] == 1 {
-                    break;
-                }
-                assert!(
-                    t0.elapsed() < Duration::from_secs(30),
-                    "{marker} never searchable"
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            lat.push(t0.elapsed().as_secs_f64() * 1000.0);
-        }
-        lat.sort_by(f64::total_cmp);
-        let p50 = lat[lat.len() / 2];
-        println!(
-            "collectors={n}: {sent} events, {:.0} events/s acknowledged, {:.0} events/s searchable, latency to searchable p50 {p50:.0} ms (max {:.0} ms)",
+        let searchable = acked + start.elapsed().as_secs_f64();
+        let (p50, max) = bench_latency(&cs, &run);
+        results.push((
+            format!("cluster, {n} collector(s)"),
+            n,
             sent as f64 / acked,
             sent as f64 / searchable,
-            lat[lat.len() - 1]
-        );
-        results.push((n, sent as f64 / acked, sent as f64 / searchable, p50));
+            p50,
+            max,
+        ));
     }
-    let (_, base_ack, base_search, _) = results[0];
-    for (n, ack, searchable, p50) in &results {
+    println!(
+        "NATS servers: {nodes}, stream replicas: {}, load: {secs} s",
+        nodes.min(3)
+    );
+    println!(
+        "| setup | events/s acknowledged | events/s searchable | vs 1 collector | per collector | latency to searchable p50 (max) |"
+    );
+    let base = results[1].3;
+    for (label, n, ack, searchable, p50, max) in &results {
         println!(
-            "| {n} | {ack:.0} | {:.2} | {searchable:.0} | {:.2} | {:.2} | {p50:.0} |",
-            ack / base_ack,
-            searchable / base_search,
-            searchable / base_search / *n as f64
+            "| {label} | {ack:.0} | {searchable:.0} | {:.2} | {:.2} | {p50:.0} ms ({max:.0} ms) |",
+            searchable / base,
+            searchable / base / *n as f64
         );
     }
 }

@@ -45,7 +45,7 @@ use crate::index::{Indexer, IndexerHandle, LogIndex};
 
 /// Messages asked for per pull.
 const FETCH_MESSAGES: usize = 512;
-/// How long one pull waits for messages.
+/// How long a pull waits for the first message when the stream has none.
 const FETCH_WAIT: Duration = Duration::from_millis(400);
 /// JetStream redelivers a message not acknowledged within this.
 const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -319,32 +319,23 @@ pub(crate) async fn own(
     }
     let fenced = |fence: &watch::Receiver<Instant>| Instant::now() >= *fence.borrow();
     while !*own.stop.borrow() && !fenced(&own.fence) {
-        let mut batch = match consumer
-            .batch()
-            .max_messages(FETCH_MESSAGES)
-            .expires(FETCH_WAIT)
-            .messages()
-            .await
-        {
-            Ok(b) => b,
+        // What is there now, at once; when nothing is, wait for the first message and
+        // then take what came with it (low latency without polling).
+        let mut messages = match pull(&consumer, FETCH_MESSAGES, None, &mut own.stop).await {
+            Ok(m) => m,
             Err(e) => {
                 tracing::warn!(shard, error = %e, "Pulling from the shard stream failed; retrying.");
                 wait_or_stop(&mut own.stop, Duration::from_millis(200)).await;
                 continue;
             }
         };
-        let mut messages = Vec::new();
-        loop {
-            tokio::select! {
-                m = batch.next() => match m {
-                    Some(Ok(m)) => messages.push(m),
-                    Some(Err(e)) => {
-                        tracing::debug!(shard, error = %e, "Pull ended early.");
-                        break;
-                    }
-                    None => break,
-                },
-                _ = own.stop.changed() => break,
+        if messages.is_empty() {
+            messages = pull(&consumer, 1, Some(FETCH_WAIT), &mut own.stop)
+                .await
+                .unwrap_or_default();
+            if !messages.is_empty() {
+                let more = pull(&consumer, FETCH_MESSAGES - 1, None, &mut own.stop).await;
+                messages.extend(more.unwrap_or_default());
             }
         }
         if messages.is_empty() {
@@ -422,6 +413,43 @@ pub(crate) async fn own(
     }
     tracing::info!(shard, revision = own.revision, "Shard epoch ended.");
     Ok(())
+}
+
+/// One pull request: up to `max` messages, returning at once with what is available
+/// (`wait` = `None`) or waiting up to `wait` for them.
+async fn pull(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    max: usize,
+    wait: Option<Duration>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Vec<jetstream::Message>, ClusterError> {
+    let mut batch = match wait {
+        None => consumer.fetch().max_messages(max).messages().await,
+        Some(d) => {
+            consumer
+                .batch()
+                .max_messages(max)
+                .expires(d)
+                .messages()
+                .await
+        }
+    }
+    .map_err(|e| ClusterError::nats("pulling from a shard stream", e))?;
+    let mut messages = Vec::new();
+    loop {
+        tokio::select! {
+            m = batch.next() => match m {
+                Some(Ok(m)) => messages.push(m),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "Pull ended early.");
+                    break;
+                }
+                None => break,
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    Ok(messages)
 }
 
 async fn wait_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) {
