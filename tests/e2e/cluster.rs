@@ -378,6 +378,62 @@ fn cluster_stream_leader_killed_publishes_retry() {
 }
 
 #[test]
+fn cluster_tail_streams_new_lines_from_every_shard() {
+    use std::io::{BufRead, BufReader};
+
+    let nats = NatsCluster::start(1);
+    let cs = collectors(&nats, 2, 1);
+    wait_spread(&cs[0], &["c1", "c2"]);
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .expect("client")
+        .get(format!("{}/api/v1/tail", cs[0].url()))
+        .query(&[("q", "marker:ctail")])
+        .send()
+        .expect("tail");
+    assert_eq!(resp.status().as_u16(), 200);
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(resp).lines().map_while(Result::ok) {
+            if let Some(data) = line.strip_prefix("data:")
+                && let Ok(hit) = serde_json::from_str(data.trim())
+                && tx.send(hit).is_err()
+            {
+                break;
+            }
+        }
+    });
+    // Lines from several agent names (so several shards), posted to the other collector,
+    // until hits from at least three shards arrived.
+    let mut shards = HashSet::new();
+    let mut n = 0;
+    wait_for(
+        "tailed lines from three shards",
+        Duration::from_secs(30),
+        || {
+            n += 1;
+            let agent = format!("tail-{n}");
+            let body = format!(
+                "level=info marker=ctail src={agent} msg=\"live {n}\"\nlevel=info marker=other\n"
+            );
+            let r = reqwest::blocking::Client::new()
+                .post(format!("{}/api/v1/ingest", cs[1].url()))
+                .header("X-Spoor-Agent", &agent)
+                .body(body)
+                .send()
+                .expect("ingest");
+            assert!(r.status().is_success());
+            while let Ok(hit) = rx.recv_timeout(Duration::from_millis(300)) {
+                assert_eq!(hit["marker"], "ctail", "{hit}");
+                shards.insert(hit["shard"].as_u64().expect("each hit names its shard"));
+            }
+            (shards.len() >= 3).then_some(())
+        },
+    );
+}
+
+#[test]
 fn cluster_alert_rules_notify_once_per_cluster() {
     let rx = crate::alerts::Receiver::start(0);
     let config = format!(
