@@ -318,14 +318,39 @@ fn cluster_collector_killed_mid_stream_hands_its_shards_over() {
     );
     assert_eq!(cs[1].count("run:kill OR run:kill2"), sent);
 
+    // c3 comes back: its shards are handed back to it, and its copies catch up from its
+    // own consumers (what it already had is not appended again).
+    cs[2].restart_with_config();
+    wait_spread(&cs[0], &["c1", "c2", "c3"]);
+    assert_eq!(
+        owners(&cs[0])
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.as_deref() == Some("c3"))
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>(),
+        victim_shards
+    );
+    wait_count(
+        &cs[2],
+        "run:kill OR run:kill2",
+        sent,
+        Duration::from_secs(60),
+    );
+
     let out = verify_all(&mut cs);
     assert!(!out.contains("PROBLEM"), "{out}");
-    // A shard c3 owned now shows two epochs in its new owner's copy: the link to c3's
-    // head was checked against c3's copy.
+    // A shard c3 owned shows a new epoch in its new owner's copy and, after the
+    // restart, in c3's own: the links to the previous owners' heads were checked.
     assert!(
         !out.contains("0 epoch link(s) checked"),
         "no epoch link was checked:\n{out}"
     );
+    let c3_epochs = out
+        .lines()
+        .filter(|l| l.contains("copy of c3") && l.matches(" by c").count() >= 2)
+        .count();
+    assert_eq!(c3_epochs, victim_shards.len(), "{out}");
 }
 
 #[test]
