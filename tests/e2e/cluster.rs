@@ -26,7 +26,7 @@ fn collectors_with(nats: &NatsCluster, n: usize, replicas: usize, extra: &str) -
                 format!(
                     "{extra}\n[index]\ncommit_interval = \"200ms\"\n\n[cluster]\nnats = [{}]\nshards = {SHARDS}\n\
                      node_id = \"c{}\"\nadvertise_url = \"http://127.0.0.1:{port}\"\n\
-                     lease_ttl = \"2s\"\nreplicas = {replicas}\n",
+                     lease_ttl = \"3s\"\nreplicas = {replicas}\n",
                     urls.join(", "),
                     i + 1
                 )
@@ -78,7 +78,7 @@ fn wait_spread(c: &Collector, alive: &[&str]) {
             last = now;
             since = Instant::now();
         }
-        (since.elapsed() > Duration::from_secs(3)).then_some(())
+        (since.elapsed() > Duration::from_secs(5)).then_some(())
     });
 }
 
