@@ -34,6 +34,9 @@ pub struct CollectorConfig {
     pub alerts: crate::alerts::AlertsConfig,
     /// Dead-letter store: replay targets (`[[dlq.target]]`).
     pub dlq: crate::dlq::DlqConfig,
+    /// Cluster mode (`[cluster]`): NATS JetStream between ingest and the shard owners.
+    /// Absent, the collector runs alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// The API's certificate and key.
@@ -59,6 +62,7 @@ impl Default for CollectorConfig {
             tls: None,
             alerts: crate::alerts::AlertsConfig::default(),
             dlq: crate::dlq::DlqConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -206,6 +210,9 @@ impl CollectorConfig {
         }
         self.dlq.validate()?;
         self.alerts.validate()?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         if self.max_body_bytes == 0 || self.max_line_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes and max_line_bytes must be above 0".into(),

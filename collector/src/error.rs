@@ -87,4 +87,7 @@ pub enum Error {
     /// Serving HTTP failed.
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
+    /// Cluster mode could not start or failed.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }

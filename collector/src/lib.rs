@@ -11,12 +11,15 @@
 //!   state, silences, and notifications to chat rooms and webhooks.
 //! - [`dlq`]: the dead-letter store built from `kind=deadletter` events, and replays to
 //!   configured targets (rate-limited, resumable, idempotent, loop-guarded).
+//! - [`cluster`]: optional cluster mode (`[cluster]`): ingest through NATS JetStream, shard
+//!   ownership by leases, per-shard audit chains with epochs, reads fanned out to owners.
 //!
 //! It leaves the query language and index schema to `spoor-query`, and the event format to
 //! `spoor-sdk`. [`server::run`] wires everything together for the `spoor collector` command.
 
 pub mod alerts;
 pub mod audit;
+pub mod cluster;
 pub mod config;
 pub mod dlq;
 pub mod error;

@@ -73,7 +73,26 @@ pub async fn run(
     if auth.is_open() {
         tracing::warn!(listen = %config.listen, "No tokens configured: the API is open to anyone who can reach this loopback address.");
     }
-    let alerts = crate::alerts::Alerts::open(&config, index.clone(), writer.clone())?;
+    // Cluster mode: this collector's own log and index keep only its own records (the
+    // audit of reads); events live in the shard copies. Alert rules count on every
+    // shard and are evaluated by the owner of shard 0 only.
+    let (cluster_stop, cluster_stopped) = tokio::sync::watch::channel(false);
+    let (cluster, manager) = match &config.cluster {
+        Some(_) => {
+            let cluster = crate::cluster::Cluster::connect(&config).await?;
+            let manager = cluster.spawn_manager(cluster_stopped);
+            (Some(cluster), Some(manager))
+        }
+        None => (None, None),
+    };
+    let source = match &cluster {
+        Some(cluster) => crate::alerts::CountSource::Cluster {
+            cluster: cluster.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        },
+        None => crate::alerts::CountSource::Index(index.clone()),
+    };
+    let alerts = crate::alerts::Alerts::open_with(&config, source, writer.clone())?;
     let evaluator = alerts.spawn();
     let (retention_stop, retention_stopped) = tokio::sync::watch::channel(false);
     let retention = config.audit.retention.map(|keep| {
@@ -95,6 +114,7 @@ pub async fn run(
         metrics: Arc::new(Metrics::default()),
         alerts,
         dlq: dlq.clone(),
+        cluster,
     };
     let local = listener.local_addr().map_err(Error::Serve)?;
     let tls = match &state.config.tls {
@@ -124,6 +144,11 @@ pub async fn run(
         let _ = r.await;
     }
     evaluator.stop().await;
+    let _ = cluster_stop.send(true);
+    if let Some(manager) = manager {
+        // Hands the shards over (released leases) and closes the shard copies.
+        let _ = manager.await;
+    }
     if let Err(e) = dlq.shutdown() {
         tracing::error!(error = %e, "Stopping the dead-letter store failed.");
     }

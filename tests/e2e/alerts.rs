@@ -22,14 +22,14 @@ struct Received {
 }
 
 /// A webhook receiver on a free loopback port.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     log: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
     /// Answers the first `throttle` requests with 429 and `Retry-After: 1`, then 200.
-    fn start(throttle: usize) -> Self {
+    pub(crate) fn start(throttle: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
         let port = listener.local_addr().expect("receiver address").port();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -45,12 +45,12 @@ impl Receiver {
         Self { port, log }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}/{path}", self.port)
     }
 
     /// Bodies answered 200 on `path`.
-    fn delivered(&self, path: &str) -> Vec<Value> {
+    pub(crate) fn delivered(&self, path: &str) -> Vec<Value> {
         let log = self.log.lock().expect("receiver log");
         log.iter()
             .filter(|r| r.path == format!("/{path}") && r.answered == 200)
@@ -63,7 +63,7 @@ impl Receiver {
     }
 
     #[track_caller]
-    fn wait_delivered(&self, path: &str, n: usize) -> Vec<Value> {
+    pub(crate) fn wait_delivered(&self, path: &str, n: usize) -> Vec<Value> {
         wait_for(
             &format!("{n} notifications on /{path}"),
             Duration::from_secs(30),
@@ -129,7 +129,7 @@ fn serve(stream: std::net::TcpStream, log: &Mutex<Vec<Received>>, remaining: &At
 }
 
 /// Now in RFC 3339 (UTC), so the lines fall in the rules' windows.
-fn now_ts() -> String {
+pub(crate) fn now_ts() -> String {
     ts_ago(Duration::ZERO)
 }
 

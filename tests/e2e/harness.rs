@@ -449,6 +449,22 @@ impl Collector {
         c
     }
 
+    /// Like [`Collector::start_with_config`], for a config that names the collector's
+    /// own port (a cluster member's `advertise_url`).
+    pub fn start_with_port_config(toml: impl FnOnce(u16) -> String) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        std::fs::write(dir.path().join("collector.toml"), toml(port)).expect("write the config");
+        let mut c = Self {
+            dir,
+            port,
+            child: None,
+            http: reqwest::blocking::Client::new(),
+        };
+        c.spawn();
+        c
+    }
+
     /// SIGKILL, then start again with the same config file.
     pub fn restart_with_config(&mut self) {
         self.kill9();
@@ -495,5 +511,136 @@ fn wait_healthy(what: &str, url: &str, child: &mut Option<Child>, log_path: &Pat
             log()
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A cluster of real `nats-server` processes with JetStream, on loopback ports, each
+/// with its own store directory; killed on drop.
+pub struct NatsCluster {
+    /// Store directories and logs; removed on drop.
+    _dir: tempfile::TempDir,
+    pub nodes: Vec<NatsNode>,
+}
+
+/// One `nats-server` of a [`NatsCluster`].
+pub struct NatsNode {
+    pub name: String,
+    pub port: u16,
+    pub cluster_port: u16,
+    pub monitor_port: u16,
+    child: Option<Child>,
+}
+
+impl NatsCluster {
+    /// Starts `n` servers routed to each other (`-cluster`, `-routes`) and waits until
+    /// each answers its health endpoint.
+    pub fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nodes: Vec<NatsNode> = (0..n)
+            .map(|i| NatsNode {
+                name: format!("n{}", i + 1),
+                port: free_port(),
+                cluster_port: free_port(),
+                monitor_port: free_port(),
+                child: None,
+            })
+            .collect();
+        let routes: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("nats-route://127.0.0.1:{}", n.cluster_port))
+            .collect();
+        for node in &mut nodes {
+            let store = dir.path().join(&node.name);
+            let log = std::fs::File::create(dir.path().join(format!("{}.log", node.name)))
+                .expect("nats log");
+            let mut cmd = Command::new("nats-server");
+            cmd.args(["-a", "127.0.0.1", "-p", &node.port.to_string()])
+                .args(["-n", &node.name, "-m", &node.monitor_port.to_string()])
+                .arg("-js")
+                .arg("-sd")
+                .arg(&store);
+            if n > 1 {
+                cmd.args(["--cluster_name", "spoor-test"])
+                    .args([
+                        "-cluster",
+                        &format!("nats://127.0.0.1:{}", node.cluster_port),
+                    ])
+                    .args(["-routes", &routes.join(",")]);
+            }
+            let child = cmd
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start nats-server (apt-get install nats-server)");
+            node.child = Some(child);
+        }
+        for node in &nodes {
+            let url = format!("http://127.0.0.1:{}/healthz", node.monitor_port);
+            wait_for(
+                &format!("{} healthy", node.name),
+                Duration::from_secs(30),
+                || {
+                    reqwest::blocking::get(&url)
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|_| ())
+                },
+            );
+        }
+        Self { _dir: dir, nodes }
+    }
+
+    /// The client URLs, comma-free, for a collector's `nats = [...]`.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// The name of the server leading `stream`'s replica group, from the monitoring API.
+    pub fn stream_leader(&self, stream: &str) -> Option<String> {
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let url = format!(
+                "http://127.0.0.1:{}/jsz?accounts=true&streams=true",
+                node.monitor_port
+            );
+            let Ok(body) = reqwest::blocking::get(&url).and_then(|r| r.json::<Value>()) else {
+                continue;
+            };
+            for account in body["account_details"].as_array().into_iter().flatten() {
+                for s in account["stream_detail"].as_array().into_iter().flatten() {
+                    if s["name"] == stream
+                        && let Some(leader) = s["cluster"]["leader"].as_str()
+                    {
+                        return Some(leader.to_string());
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// SIGKILL one server by name.
+    pub fn kill9(&mut self, name: &str) {
+        for node in &mut self.nodes {
+            if node.name == name
+                && let Some(mut c) = node.child.take()
+            {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut c) = node.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! End-to-end tests: each starts the real `spoor` binary and talks to it over sockets.
 //!
 //! - `cli`: the front door (`--help`, `--version`, errors).
+//! - `cluster`: NATS JetStream between collectors: 100,000 events, a collector and a stream
+//!   leader killed, audit chains verified per shard across epochs.
 //! - `collector`: durable ingest, idempotency, crash safety and audit verification.
 //! - `dlq`: dead letters: listing, replay exactly once, loop guard, dry run, rate limit,
 //!   resume after a kill, targets only from config.
@@ -25,6 +27,7 @@ mod agent_tls;
 
 mod alerts;
 mod cli;
+mod cluster;
 mod collector;
 mod deploy;
 mod dlq;

@@ -10,9 +10,9 @@ use time::OffsetDateTime;
 
 use super::notify::Status;
 use super::rule::{RuleConfig, RuleKind};
+use super::source::CountSource;
 use super::state::{AlertState, Phase};
-use crate::index::LogIndex;
-use crate::search::{SearchError, SearchRequest, search};
+use crate::search::{SearchError, SearchRequest};
 
 /// The `group_by` values of one alert.
 pub type Group = BTreeMap<String, String>;
@@ -126,7 +126,7 @@ pub fn group_filter(group: &Group) -> String {
 /// Matches of `q` in `[from, to)` per group (one entry under the empty group when
 /// `group_by` is empty).
 pub fn count(
-    index: &LogIndex,
+    source: &CountSource,
     q: &str,
     from: i64,
     to: i64,
@@ -140,11 +140,11 @@ pub fn count(
         ..SearchRequest::default()
     };
     if group_by.is_empty() {
-        let resp = search(index, &req)?;
+        let resp = source.search(&req)?;
         return Ok(BTreeMap::from([(Group::new(), resp.total as f64)]));
     }
     req.q = format!("{} | count by {}", req.q, group_by.join(","));
-    let resp = search(index, &req)?;
+    let resp = source.search(&req)?;
     let mut out = BTreeMap::new();
     for row in resp.rows.unwrap_or_default() {
         if row.len() != group_by.len() + 1 {
@@ -166,18 +166,18 @@ pub fn count(
 
 /// The rule's measured value per group at `now`.
 pub fn measure(
-    index: &LogIndex,
+    source: &CountSource,
     rule: &RuleConfig,
     now: i64,
 ) -> Result<BTreeMap<Group, f64>, SearchError> {
     let w = ms(rule.window);
     let from = now.saturating_sub(w);
-    let current = count(index, &rule.query, from, now, &rule.group_by)?;
+    let current = count(source, &rule.query, from, now, &rule.group_by)?;
     Ok(match rule.kind {
         RuleKind::Threshold | RuleKind::Absence => current,
         RuleKind::Ratio => {
             let of = rule.of.as_deref().unwrap_or_default();
-            let denominators = count(index, of, from, now, &rule.group_by)?;
+            let denominators = count(source, of, from, now, &rule.group_by)?;
             let mut out = BTreeMap::new();
             for (g, d) in denominators {
                 let n = current.get(&g).copied().unwrap_or(0.0);
@@ -191,7 +191,7 @@ pub fn measure(
         }
         RuleKind::Spike => {
             let previous = count(
-                index,
+                source,
                 &rule.query,
                 from.saturating_sub(w),
                 from,
@@ -211,7 +211,7 @@ pub fn measure(
 }
 
 /// Up to 5 matching lines of a group, newest first, as logfmt.
-pub fn samples(index: &LogIndex, rule: &RuleConfig, group: &Group, now: i64) -> Vec<String> {
+pub fn samples(source: &CountSource, rule: &RuleConfig, group: &Group, now: i64) -> Vec<String> {
     let req = SearchRequest {
         q: format!("{}{}", counted_query(&rule.query), group_filter(group)),
         from: Some(rfc3339(now.saturating_sub(ms(rule.window)))),
@@ -219,7 +219,7 @@ pub fn samples(index: &LogIndex, rule: &RuleConfig, group: &Group, now: i64) -> 
         limit: Some(5),
         ..SearchRequest::default()
     };
-    let Ok(resp) = search(index, &req) else {
+    let Ok(resp) = source.search(&req) else {
         return Vec::new();
     };
     resp.hits

@@ -19,6 +19,7 @@ mod api;
 pub mod eval;
 pub mod notify;
 pub mod rule;
+pub mod source;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ use tokio::task::JoinHandle;
 pub use rule::{
     AlertsConfig, NotifierConfig, NotifierKind, Op, RuleConfig, RuleKind, SpikeDirection,
 };
+pub use source::CountSource;
 pub use state::{AlertState, AlertStore, Pending, Phase, Silence};
 
 use crate::audit::AuditWriter;
@@ -73,7 +75,7 @@ struct Inner {
     store: Mutex<AlertStore>,
     path: PathBuf,
     link_base: String,
-    index: LogIndex,
+    source: CountSource,
     writer: Arc<AuditWriter>,
     http: reqwest::Client,
     metrics: AlertMetrics,
@@ -148,6 +150,16 @@ impl Alerts {
         index: LogIndex,
         writer: Arc<AuditWriter>,
     ) -> Result<Alerts, Error> {
+        Self::open_with(config, CountSource::Index(index), writer)
+    }
+
+    /// Like [`Alerts::open`], counting on `source` (cluster mode: every shard, evaluated
+    /// by the owner of shard 0 only).
+    pub fn open_with(
+        config: &CollectorConfig,
+        source: CountSource,
+        writer: Arc<AuditWriter>,
+    ) -> Result<Alerts, Error> {
         let ruleset = Ruleset::build(config.alerts.clone())?;
         let alerts = &ruleset.config;
         let path = state::state_path(&config.data_dir);
@@ -179,7 +191,7 @@ impl Alerts {
                 store: Mutex::new(store),
                 path,
                 link_base,
-                index,
+                source,
                 writer,
                 http,
                 metrics: AlertMetrics::default(),
@@ -367,6 +379,13 @@ impl Alerts {
     /// One evaluation at `now` (blocking: it searches the index and writes the state file).
     fn evaluate(&self, now: i64) -> Outcome {
         let i = &self.inner;
+        if !i.source.evaluates_here() {
+            // Cluster mode: another collector (the owner of shard 0) evaluates.
+            return Outcome {
+                audit_lines: Vec::new(),
+                deliveries: Vec::new(),
+            };
+        }
         i.metrics.evaluations.fetch_add(1, Ordering::Relaxed);
         let mut store = self.store();
         store.prune_silences(now);
@@ -377,7 +396,7 @@ impl Alerts {
         let mut dirty = false;
         let ruleset = self.ruleset();
         for rule in &ruleset.config.rules {
-            let measured = match eval::measure(&i.index, rule, now) {
+            let measured = match eval::measure(&i.source, rule, now) {
                 Ok(m) => m,
                 Err(e) => {
                     i.metrics.evaluation_errors.fetch_add(1, Ordering::Relaxed);
@@ -492,7 +511,7 @@ impl Alerts {
         );
         let samples = match (status, rule.kind) {
             (Status::Firing, RuleKind::Absence) => Vec::new(),
-            _ => eval::samples(&i.index, rule, &alert.group, now),
+            _ => eval::samples(&i.source, rule, &alert.group, now),
         };
         Message {
             status,

@@ -87,6 +87,7 @@ enum Command {
 /// What the thread publishes to the handles.
 struct Published {
     committed: watch::Sender<u64>,
+    head: watch::Sender<(u64, [u8; 32])>,
     checkpoint: watch::Sender<Option<Checkpoint>>,
     counters: Arc<Counters>,
 }
@@ -96,6 +97,7 @@ struct Published {
 pub struct AuditWriter {
     tx: mpsc::Sender<Command>,
     committed: watch::Receiver<u64>,
+    head: watch::Receiver<(u64, [u8; 32])>,
     checkpoint: watch::Receiver<Option<Checkpoint>>,
     counters: Arc<Counters>,
     public_key: [u8; PUBLIC_KEY_LEN],
@@ -121,11 +123,13 @@ impl AuditWriter {
             .map_err(io_err)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (committed_tx, committed) = watch::channel(log.next_seq());
+        let (head_tx, head) = watch::channel((log.next_seq(), log.head_hash()));
         let (checkpoint_tx, checkpoint) = watch::channel(log.latest_checkpoint().cloned());
         let counters = Arc::new(Counters::default());
         let public_key = log.public_key();
         let published = Published {
             committed: committed_tx,
+            head: head_tx,
             checkpoint: checkpoint_tx,
             counters: counters.clone(),
         };
@@ -141,6 +145,7 @@ impl AuditWriter {
         Ok(AuditWriter {
             tx,
             committed,
+            head,
             checkpoint,
             counters,
             public_key,
@@ -155,10 +160,24 @@ impl AuditWriter {
         agent: impl Into<String>,
         lines: Vec<Vec<u8>>,
     ) -> Result<AppendOutcome, AuditError> {
+        self.submit(batch_key.into(), agent.into(), lines)
+            .await?
+            .await
+    }
+
+    /// Queues one batch and returns the future of its outcome. Batches submitted one
+    /// after the other are appended in that order, and those waiting together share one
+    /// fsync (a shard owner appends a whole fetch from JetStream this way).
+    pub async fn submit(
+        &self,
+        batch_key: String,
+        agent: String,
+        lines: Vec<Vec<u8>>,
+    ) -> Result<impl Future<Output = Result<AppendOutcome, AuditError>> + use<>, AuditError> {
         let (reply, answer) = oneshot::channel();
         let cmd = Command::Append {
-            batch_key: batch_key.into(),
-            agent: agent.into(),
+            batch_key,
+            agent,
             lines,
             reply,
         };
@@ -166,13 +185,19 @@ impl AuditWriter {
             .send(cmd)
             .await
             .map_err(|_| AuditError::WriterClosed)?;
-        answer.await.map_err(|_| AuditError::WriterClosed)?
+        Ok(async move { answer.await.map_err(|_| AuditError::WriterClosed)? })
     }
 
     /// The committed head: every record with a seq below the value is durable. Followers
     /// wait on it with `changed()`.
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
+    }
+
+    /// The committed head: the seq of the next record and the chain hash of the last
+    /// durable one (cluster mode names it in the shard lease).
+    pub fn head(&self) -> (u64, [u8; 32]) {
+        *self.head.borrow()
     }
 
     /// The latest signed checkpoint.
@@ -287,6 +312,7 @@ fn run(
     out.checkpoint
         .send_replace(log.latest_checkpoint().cloned());
     if result.is_ok() {
+        out.head.send_replace((log.next_seq(), log.head_hash()));
         out.committed.send_replace(log.next_seq());
     }
     drop(log);
@@ -363,6 +389,7 @@ fn commit_group(
             }
         }
     } else {
+        out.head.send_replace((log.next_seq(), log.head_hash()));
         out.committed.send_replace(log.next_seq());
     }
     let c = &out.counters;

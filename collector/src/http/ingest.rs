@@ -1,5 +1,6 @@
 //! `POST /api/v1/ingest`: a batch of logfmt lines, answered only once it is in the audit
-//! log and fsynced. The `Idempotency-Key` header makes a retried batch a no-op.
+//! log and fsynced (in cluster mode: once JetStream acknowledged it). The
+//! `Idempotency-Key` header makes a retried batch a no-op.
 
 use std::sync::atomic::Ordering;
 
@@ -81,6 +82,35 @@ pub(super) async fn ingest(
         })
     })?;
     let count = lines.len();
+    if let Some(cluster) = &state.cluster
+        && count > 0
+    {
+        let published = cluster
+            .publish(&agent, &batch_key, &lines)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "Publishing a batch to JetStream failed.");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the batch could not be stored in NATS JetStream; retry later",
+                )
+                .with("retry_after_secs", 1)
+            })?;
+        let m = &state.metrics;
+        if published.duplicate {
+            m.ingest_duplicates.fetch_add(1, Ordering::Relaxed);
+        } else {
+            m.ingest_batches.fetch_add(1, Ordering::Relaxed);
+            m.ingest_lines.fetch_add(count as u64, Ordering::Relaxed);
+            m.ingest_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+        return Ok(Json(json!({
+            "accepted": if published.duplicate { 0 } else { count },
+            "duplicate": published.duplicate,
+            "shard": published.shard,
+            "stream_seq": published.stream_seq,
+        })));
+    }
     let outcome = state
         .writer
         .append(batch_key, agent, lines)

@@ -40,6 +40,42 @@ pub(super) async fn checkpoint(
     }
 }
 
+/// `GET /api/v1/cluster`: this collector's view of the cluster (404 when not in cluster
+/// mode): its node id, the shards it owns, and every shard's lease as last read.
+pub(super) async fn cluster(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.auth.check(&headers, Scope::Read)?;
+    let Some(cluster) = &state.cluster else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this collector is not in cluster mode (no [cluster] section)",
+        ));
+    };
+    let leases: Vec<Value> = cluster
+        .leases()
+        .into_iter()
+        .enumerate()
+        .map(|(shard, e)| match e {
+            Some(e) => json!({
+                "shard": shard,
+                "revision": e.revision,
+                "owner": if e.value.released { Value::Null } else { json!(e.value.owner) },
+                "url": e.value.url,
+                "head": e.value.head,
+            }),
+            None => json!({ "shard": shard, "owner": null }),
+        })
+        .collect();
+    Ok(Json(json!({
+        "node_id": cluster.config().node_id,
+        "shards": cluster.config().shards,
+        "owned": cluster.owned_shards(),
+        "leases": leases,
+    })))
+}
+
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let m = &state.metrics;
     let w = state.writer.stats();

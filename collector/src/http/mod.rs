@@ -43,6 +43,8 @@ pub struct AppState {
     pub alerts: crate::alerts::Alerts,
     /// The dead-letter store and its replay jobs.
     pub dlq: Arc<crate::dlq::Dlq>,
+    /// Cluster mode: ingest goes to JetStream and reads fan out to the shard owners.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Counters of the HTTP layer.
@@ -73,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tail", get(search::tail))
         .route("/api/v1/context", get(search::context))
         .route("/api/v1/audit/checkpoint", get(meta::checkpoint))
+        .route("/api/v1/cluster", get(meta::cluster))
         .route("/api/v1/dlq", get(dlq::list))
         .route("/api/v1/dlq/replay", post(dlq::replay_query))
         .route("/api/v1/dlq/jobs/{id}", get(dlq::job))

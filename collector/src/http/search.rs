@@ -1,5 +1,9 @@
 //! Read endpoints: search, histogram, facets and live tail (server-sent events).
 //! Each search is also written to the audit log as a `kind=audit` record.
+//!
+//! In cluster mode a request without the shard header is fanned out to the shard owners
+//! and merged ([`crate::cluster::fanout`]); one with it is answered from that shard's
+//! copy, by its owner only.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -28,6 +32,101 @@ pub(super) struct Params {
     limit: Option<usize>,
     order: Option<String>,
     buckets: Option<u32>,
+    /// Cluster mode: continue after this hit (the `cursor` of the previous page).
+    cursor: Option<String>,
+    /// Cluster mode, to a shard owner: only hits after `<ts nanos>_<seq>`.
+    after: Option<String>,
+    /// Cluster mode, to a shard owner: `seq` makes the page's last timestamp exact.
+    ties: Option<String>,
+}
+
+/// Where a read runs.
+enum Target {
+    /// On this index (a single collector, or the shard named by the shard header).
+    Local(crate::index::LogIndex),
+    /// On every shard owner.
+    FanOut(std::sync::Arc<crate::cluster::Cluster>),
+}
+
+fn target(state: &AppState, headers: &HeaderMap) -> Result<Target, ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Ok(Target::Local(state.index.clone()));
+    };
+    let Some(value) = headers.get(crate::cluster::SHARD_HEADER) else {
+        return Ok(Target::FanOut(cluster.clone()));
+    };
+    let shard: u32 = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| ApiError::bad_request("X-Spoor-Shard must be a shard number"))?;
+    cluster
+        .owned(shard)
+        .map(|r| Target::Local(r.index.clone()))
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!("this collector does not own shard {shard} (any more)"),
+            )
+        })
+}
+
+impl Params {
+    /// The query string a shard owner gets.
+    fn forward(&self) -> Vec<(String, String)> {
+        let mut out = vec![("q".to_string(), self.q.clone())];
+        let mut push = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                out.push((k.to_string(), v));
+            }
+        };
+        push("from", self.from.clone());
+        push("to", self.to.clone());
+        push("limit", self.limit.map(|l| l.to_string()));
+        push("order", self.order.clone());
+        push("buckets", self.buckets.map(|b| b.to_string()));
+        out
+    }
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+async fn fan_out_search(
+    cluster: &crate::cluster::Cluster,
+    headers: &HeaderMap,
+    params: &Params,
+    req: &SearchRequest,
+) -> Result<Value, ApiError> {
+    use crate::cluster::fanout::{HitKey, merge_search};
+    let cursor = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(
+            HitKey::parse(c)
+                .ok_or_else(|| ApiError::bad_request("cursor is not one this API gave"))?,
+        ),
+    };
+    let mut query = params.forward();
+    query.push(("ties".into(), "seq".into()));
+    let replies = cluster
+        .ask_owners_each(
+            "/api/v1/search",
+            |shard| {
+                let mut q = query.clone();
+                if let Some(c) = cursor {
+                    let (ts, seq) = c.after_for(shard, req.ascending);
+                    q.push(("after".into(), format!("{ts}_{seq}")));
+                }
+                q
+            },
+            authorization(headers),
+        )
+        .await;
+    let limit = req.limit.unwrap_or(100).min(run::MAX_LIMIT);
+    Ok(merge_search(replies, req.ascending, limit, cursor))
 }
 
 impl Params {
@@ -49,6 +148,15 @@ impl Params {
             ascending,
             min_seq: None,
             by_seq: false,
+            after: match self.after.as_deref() {
+                None => None,
+                Some(a) => Some(
+                    a.split_once('_')
+                        .and_then(|(t, s)| Some((t.parse().ok()?, s.parse().ok()?)))
+                        .ok_or_else(|| ApiError::bad_request("after must be <ts nanos>_<seq>"))?,
+                ),
+            },
+            seq_ties: self.ties.as_deref() == Some("seq"),
         })
     }
 }
@@ -95,10 +203,23 @@ pub(super) async fn search(
 ) -> Result<Json<Value>, ApiError> {
     let caller = state.auth.check(&headers, Scope::Read)?;
     let req = params.request()?;
-    let index = state.index.clone();
+    let index = match target(&state, &headers)? {
+        Target::Local(index) => index,
+        Target::FanOut(cluster) => {
+            // Check the query here, so a bad one is one 400 and not N missing shards.
+            spoor_query::parse_query(&req.q).map_err(run::SearchError::from)?;
+            let merged = fan_out_search(&cluster, &headers, &params, &req).await?;
+            state.metrics.searches.fetch_add(1, Ordering::Relaxed);
+            audit_search(&state, &caller, "search", &params);
+            return Ok(Json(merged));
+        }
+    };
+    let local_to_shard = state.cluster.is_some();
     let response = blocking(move || Ok(run::search(&index, &req)?)).await?;
     state.metrics.searches.fetch_add(1, Ordering::Relaxed);
-    audit_search(&state, &caller, "search", &params);
+    if !local_to_shard {
+        audit_search(&state, &caller, "search", &params);
+    }
     Ok(Json(json!(response)))
 }
 
@@ -109,7 +230,20 @@ pub(super) async fn histogram(
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Read)?;
     let req = params.request()?;
-    let index = state.index.clone();
+    let index = match target(&state, &headers)? {
+        Target::Local(index) => index,
+        Target::FanOut(cluster) => {
+            spoor_query::parse_query(&req.q).map_err(run::SearchError::from)?;
+            let replies = cluster
+                .ask_owners(
+                    "/api/v1/histogram",
+                    &params.forward(),
+                    authorization(&headers),
+                )
+                .await;
+            return Ok(Json(crate::cluster::fanout::merge_histogram(replies)));
+        }
+    };
     let buckets = params.buckets;
     let h = blocking(move || Ok(run::histogram(&index, &req, buckets)?)).await?;
     Ok(Json(json!(h)))
@@ -122,7 +256,16 @@ pub(super) async fn fields(
 ) -> Result<Json<Value>, ApiError> {
     state.auth.check(&headers, Scope::Read)?;
     let req = params.request()?;
-    let index = state.index.clone();
+    let index = match target(&state, &headers)? {
+        Target::Local(index) => index,
+        Target::FanOut(cluster) => {
+            spoor_query::parse_query(&req.q).map_err(run::SearchError::from)?;
+            let replies = cluster
+                .ask_owners("/api/v1/fields", &params.forward(), authorization(&headers))
+                .await;
+            return Ok(Json(crate::cluster::fanout::merge_fields(replies)));
+        }
+    };
     let f = blocking(move || Ok(run::fields(&index, &req)?)).await?;
     Ok(Json(json!({ "fields": f })))
 }
@@ -164,13 +307,41 @@ pub(super) async fn tail(
     let mut req = params.request()?;
     // Check the query once up front, so a bad one is a 400 and not a silent stream.
     spoor_query::parse_query(&req.q).map_err(run::SearchError::from)?;
+    let (index, indexed) = match target(&state, &headers)? {
+        Target::Local(index) => {
+            let indexed = match (&state.cluster, headers.get(crate::cluster::SHARD_HEADER)) {
+                (Some(cluster), Some(_)) => {
+                    let shard = headers
+                        .get(crate::cluster::SHARD_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse().ok())
+                        .and_then(|k| cluster.owned(k))
+                        .ok_or_else(|| ApiError::bad_request("no such shard here"))?;
+                    shard.indexed.clone()
+                }
+                _ => state.indexed.clone(),
+            };
+            (index, indexed)
+        }
+        Target::FanOut(cluster) => {
+            let mut query = params.forward();
+            query.retain(|(k, _)| k == "q");
+            let rx = crate::cluster::fanout::tail(cluster, query, authorization(&headers));
+            let events = stream::unfold(rx, |mut rx| async move {
+                let hit = rx.recv().await?;
+                Some((Ok(SseEvent::default().data(hit.to_string())), rx))
+            });
+            return Ok(Sse::new(futures_util::future::Either::Right(events))
+                .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))));
+        }
+    };
     req.ascending = true;
     req.by_seq = true;
     req.limit = Some(TAIL_BATCH);
     req.from = None;
     req.to = None;
-    let start = *state.indexed.borrow();
-    let initial = (state, req, start, Vec::<SseEvent>::new());
+    let start = *indexed.borrow();
+    let initial = ((index, indexed), req, start, Vec::<SseEvent>::new());
     let events = stream::unfold(
         initial,
         |(state, mut req, mut next, mut queue)| async move {
@@ -178,7 +349,7 @@ pub(super) async fn tail(
                 if let Some(e) = queue.pop() {
                     return Some((Ok(e), (state, req, next, queue)));
                 }
-                let mut indexed = state.indexed.clone();
+                let mut indexed = state.1.clone();
                 // Mark the current value seen, so `changed` waits for a new one (no spin).
                 let current = *indexed.borrow_and_update();
                 if current <= next && indexed.changed().await.is_err() {
@@ -188,7 +359,7 @@ pub(super) async fn tail(
                 // is then found by the next round instead of being skipped.
                 let upto = *indexed.borrow();
                 req.min_seq = Some(next);
-                let index = state.index.clone();
+                let index = state.0.clone();
                 let r = req.clone();
                 let found = tokio::task::spawn_blocking(move || run::search(&index, &r)).await;
                 let Ok(Ok(found)) = found else {
@@ -213,5 +384,6 @@ pub(super) async fn tail(
             }
         },
     );
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(futures_util::future::Either::Left(events))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -48,6 +48,13 @@ pub struct SearchRequest {
     pub min_seq: Option<u64>,
     /// Order by position in the audit log instead of by event time (tail, context).
     pub by_seq: bool,
+    /// Only hits strictly after this `(ts nanos, seq)` in the requested order (a cluster
+    /// page's cursor, as the shard that holds it sees it).
+    pub after: Option<(i64, u64)>,
+    /// Make the page's last timestamp exact: when the page is full, the hits sharing its
+    /// last timestamp are the ones with the highest (lowest, ascending) seqs, so that a
+    /// cursor can continue from them without skipping any (cluster mode asks for this).
+    pub seq_ties: bool,
 }
 
 /// What a search returns.
@@ -132,6 +139,46 @@ pub(crate) fn build_query(
         let lo = Bound::Included(Term::from_field_u64(index.schema.seq, min));
         clauses.push((Occur::Must, Box::new(RangeQuery::new(lo, Bound::Unbounded))));
     }
+    if let Some((ts, seq)) = req.after {
+        // (ts, seq) beyond the cursor: a later (earlier) time, or the same time and a
+        // higher (lower) seq.
+        let t = Term::from_field_date(index.schema.ts, DateTime::from_timestamp_nanos(ts));
+        let s = Term::from_field_u64(index.schema.seq, seq);
+        let (time, same_time_seq): (Box<dyn Query>, Box<dyn Query>) = if req.ascending {
+            (
+                Box::new(RangeQuery::new(
+                    Bound::Excluded(t.clone()),
+                    Bound::Unbounded,
+                )),
+                Box::new(RangeQuery::new(Bound::Excluded(s), Bound::Unbounded)),
+            )
+        } else {
+            (
+                Box::new(RangeQuery::new(
+                    Bound::Unbounded,
+                    Bound::Excluded(t.clone()),
+                )),
+                Box::new(RangeQuery::new(Bound::Unbounded, Bound::Excluded(s))),
+            )
+        };
+        let same_time: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
+            (
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    Bound::Included(t.clone()),
+                    Bound::Included(t),
+                )),
+            ),
+            (Occur::Must, same_time_seq),
+        ]));
+        clauses.push((
+            Occur::Must,
+            Box::new(BooleanQuery::new(vec![
+                (Occur::Should, time),
+                (Occur::Should, same_time),
+            ])),
+        ));
+    }
     Ok((Box::new(BooleanQuery::new(clauses)), parsed.stages))
 }
 
@@ -186,9 +233,13 @@ pub fn search(index: &LogIndex, req: &SearchRequest) -> Result<SearchResponse, S
         let (docs, total) = searcher.search(&query, &(top, Count))?;
         (docs.into_iter().map(|(_, a)| a).collect(), total)
     };
+    let full = addresses.len() == limit;
     let mut hits = Vec::with_capacity(addresses.len());
     for address in addresses {
         hits.push(hit(index, &searcher, address)?);
+    }
+    if req.seq_ties && full && !req.by_seq {
+        exact_last_timestamp(index, &searcher, &*query, req, &mut hits)?;
     }
     let seq_of = |h: &BTreeMap<String, serde_json::Value>| {
         h.get(keys::SEQ)
@@ -206,8 +257,11 @@ pub fn search(index: &LogIndex, req: &SearchRequest) -> Result<SearchResponse, S
         };
         if req.ascending { ord } else { ord.reverse() }
     });
-    for h in &mut hits {
-        h.remove("_ts_nanos");
+    if !req.seq_ties {
+        // Cluster mode keeps the exact time for the merge (which removes it).
+        for h in &mut hits {
+            h.remove("_ts_nanos");
+        }
     }
     Ok(SearchResponse {
         total: total as u64,
@@ -216,6 +270,52 @@ pub fn search(index: &LogIndex, req: &SearchRequest) -> Result<SearchResponse, S
         rows: None,
         took_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// A full page ends inside one timestamp: replaces the hits of that timestamp by the
+/// ones with the highest (ascending: lowest) seqs, so the page is exactly the first
+/// `limit` hits in `(ts, seq)` order.
+fn exact_last_timestamp(
+    index: &LogIndex,
+    searcher: &Searcher,
+    query: &dyn Query,
+    req: &SearchRequest,
+    hits: &mut Vec<BTreeMap<String, serde_json::Value>>,
+) -> Result<(), SearchError> {
+    let ts_of =
+        |h: &BTreeMap<String, serde_json::Value>| h.get("_ts_nanos").and_then(|v| v.as_i64());
+    let last = if req.ascending {
+        hits.iter().filter_map(ts_of).max()
+    } else {
+        hits.iter().filter_map(ts_of).min()
+    };
+    let Some(last) = last else {
+        return Ok(());
+    };
+    let before = hits.len();
+    hits.retain(|h| ts_of(h) != Some(last));
+    let need = before - hits.len();
+    let t = Term::from_field_date(index.schema.ts, DateTime::from_timestamp_nanos(last));
+    let at_last = BooleanQuery::new(vec![
+        (Occur::Must, query.box_clone()),
+        (
+            Occur::Must,
+            Box::new(RangeQuery::new(
+                Bound::Included(t.clone()),
+                Bound::Included(t),
+            )),
+        ),
+    ]);
+    let order = if req.ascending {
+        Order::Asc
+    } else {
+        Order::Desc
+    };
+    let top = TopDocs::with_limit(need).order_by_fast_field::<u64>("seq", order);
+    for (_, address) in searcher.search(&at_last, &top)? {
+        hits.push(hit(index, searcher, address)?);
+    }
+    Ok(())
 }
 
 /// Rebuilds one hit from its stored line.
@@ -376,4 +476,61 @@ pub fn context(
         rows: None,
         took_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditLog, AuditOptions};
+
+    /// An index of `n` lines that all share one timestamp (as a batch without `ts` does).
+    fn same_time_index(n: usize) -> (tempfile::TempDir, LogIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = AuditLog::open(dir.path(), AuditOptions::default()).unwrap();
+        let lines: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("ts=2026-01-01T00:00:00Z level=info i={i}").into_bytes())
+            .collect();
+        log.append_batch("", "a", 0, &lines).unwrap();
+        log.sync().unwrap();
+        log.close().unwrap();
+        crate::index::rebuild(dir.path(), 16 << 20, &mut |_| {}).unwrap();
+        let index = LogIndex::open(dir.path()).unwrap();
+        (dir, index)
+    }
+
+    fn seqs(resp: &SearchResponse) -> Vec<u64> {
+        resp.hits
+            .iter()
+            .map(|h| h["seq"].as_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn pages_within_one_timestamp_follow_seq_exactly() {
+        let (_dir, index) = same_time_index(50);
+        let ts = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
+        let mut req = SearchRequest {
+            limit: Some(7),
+            seq_ties: true,
+            ..SearchRequest::default()
+        };
+        let mut all = Vec::new();
+        loop {
+            let page = search(&index, &req).unwrap();
+            assert_eq!(page.total as usize, 50 - all.len());
+            let s = seqs(&page);
+            if s.is_empty() {
+                break;
+            }
+            assert!(page.hits.iter().all(|h| h["_ts_nanos"] == ts));
+            req.after = Some((ts, *s.last().unwrap()));
+            all.extend(s);
+        }
+        assert_eq!(all, (0..50).rev().collect::<Vec<u64>>());
+        // Oldest first, the mirror image.
+        req.ascending = true;
+        req.after = Some((ts, 44));
+        assert_eq!(seqs(&search(&index, &req).unwrap()), [45, 46, 47, 48, 49]);
+    }
 }
