@@ -123,6 +123,8 @@ pub struct Dlq {
     config: DlqConfig,
     http: reqwest::Client,
     writer: Arc<AuditWriter>,
+    /// Cluster mode: the shard whose store this is.
+    shard: Option<u32>,
     stop: Arc<AtomicBool>,
     follower: Mutex<Option<JoinHandle<Result<(), DlqError>>>>,
     followed: watch::Receiver<u64>,
@@ -143,7 +145,25 @@ impl Dlq {
         config: DlqConfig,
         writer: Arc<AuditWriter>,
     ) -> Result<Arc<Self>, DlqError> {
-        let store = Arc::new(DlqStore::open(data_dir)?);
+        let committed = writer.committed();
+        Self::start_following(data_dir, data_dir, committed, config, writer, None)
+    }
+
+    /// Like [`Dlq::start`], with the store in `store_dir/dlq/` following the audit log in
+    /// `log_dir` up to `committed`, and the audit records of replays and discards
+    /// appended through `writer` (which may be another log). Cluster mode runs one per
+    /// shard copy: the store and the followed log are the shard's, the records go to the
+    /// collector's own log (a shard's chain holds only its stream's messages) and name
+    /// the `shard`.
+    pub fn start_following(
+        store_dir: &Path,
+        log_dir: &Path,
+        committed: watch::Receiver<u64>,
+        config: DlqConfig,
+        writer: Arc<AuditWriter>,
+        shard: Option<u32>,
+    ) -> Result<Arc<Self>, DlqError> {
+        let store = Arc::new(DlqStore::open(store_dir)?);
         let interrupted = store.recover_interrupted()?;
         if interrupted > 0 {
             tracing::warn!(
@@ -164,8 +184,7 @@ impl Dlq {
         let thread = {
             let store = store.clone();
             let stop = stop.clone();
-            let dir = data_dir.to_path_buf();
-            let committed = writer.committed();
+            let dir = log_dir.to_path_buf();
             std::thread::Builder::new()
                 .name("spoor-dlq".into())
                 .spawn(move || follow(&store, &dir, &committed, &stop, &followed_tx))
@@ -176,6 +195,7 @@ impl Dlq {
             config,
             http,
             writer,
+            shard,
             stop,
             follower: Mutex::new(Some(thread)),
             followed,
@@ -415,6 +435,9 @@ impl Dlq {
         ev.push(keys::LEVEL, "info");
         ev.push(keys::MSG, "dead-letter store action");
         ev.push(keys::KIND, "audit");
+        if let Some(k) = self.shard {
+            ev.push("shard", k.to_string());
+        }
         for (k, v) in fields {
             ev.push(k, v);
         }
