@@ -727,7 +727,11 @@ fn cluster_dead_letters_and_context_answer_from_a_collector_not_owning_the_shard
     let (status, j) = other.get(&format!("/api/v1/dlq/jobs/{job}"), &[]);
     assert_eq!((status, &j["replayed"]), (200, &Value::from(1)), "{j}");
     let (status, d) = other.post(&format!("/api/v1/dlq/{id2}/discard"), &Value::Null);
-    assert_eq!((status, &d["state"]), (200, &Value::from("discarded")), "{d}");
+    assert_eq!(
+        (status, &d["state"]),
+        (200, &Value::from("discarded")),
+        "{d}"
+    );
     let (_, listed) = other.get("/api/v1/dlq", &[("task", "cdlq"), ("state", "pending")]);
     assert_eq!(listed["total"], 0, "{listed}");
     // Ids of cluster mode only.
@@ -740,10 +744,7 @@ fn cluster_dead_letters_and_context_answer_from_a_collector_not_owning_the_shard
     );
     assert_eq!(status, 200, "{ctx}");
     let hits = ctx["hits"].as_array().expect("hits");
-    assert!(
-        hits.iter().any(|h| h["msg"] == "working on it"),
-        "{ctx}"
-    );
+    assert!(hits.iter().any(|h| h["msg"] == "working on it"), "{ctx}");
     assert!(hits.iter().all(|h| h["shard"] == shard), "{ctx}");
     assert_eq!(other.get("/api/v1/context", &[("seq", &seq)]).0, 400);
 }

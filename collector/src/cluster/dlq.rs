@@ -33,7 +33,10 @@ impl ShardId {
     /// Reads `s<k>-<n>`.
     pub fn parse(text: &str) -> Option<ShardId> {
         let (shard, id) = text.trim().strip_prefix('s')?.split_once('-')?;
-        if shard.is_empty() || id.is_empty() || !(shard.bytes().chain(id.bytes())).all(|b| b.is_ascii_digit()) {
+        if shard.is_empty()
+            || id.is_empty()
+            || !(shard.bytes().chain(id.bytes())).all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         Some(ShardId {
@@ -112,7 +115,12 @@ pub fn tag_answer(answer: &mut Value, shard: u32) {
         tag_job(j, shard);
     }
     for list in ["send", "refused"] {
-        for item in o.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+        for item in o
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             if let Some(e) = item.get_mut("entry") {
                 tag_entry(e, shard);
             }
@@ -256,7 +264,9 @@ mod tests {
         let id = ShardId { shard: 3, id: 42 };
         assert_eq!(id.to_string(), "s3-42");
         assert_eq!(ShardId::parse("s3-42"), Some(id));
-        for bad in ["42", "s3", "s-42", "s3-", "3-42", "s3-42-1", "s+3-42", "s3--42", "sx-1"] {
+        for bad in [
+            "42", "s3", "s-42", "s3-", "3-42", "s3-42-1", "s+3-42", "s3--42", "sx-1",
+        ] {
             assert_eq!(ShardId::parse(bad), None, "{bad}");
         }
         let grouped = by_shard(&[
@@ -326,9 +336,21 @@ mod tests {
 
         let replay = merge_replay(
             vec![
-                as_reply(0, Ok((200, json!({ "send": [{"entry": {"id": "s0-4"}}], "refused": [], "job": {"id": "s0-1"} })))),
+                as_reply(
+                    0,
+                    Ok((
+                        200,
+                        json!({ "send": [{"entry": {"id": "s0-4"}}], "refused": [], "job": {"id": "s0-1"} }),
+                    )),
+                ),
                 as_reply(1, Ok((409, json!({ "error": "no" })))),
-                as_reply(2, Ok((200, json!({ "send": [], "refused": [{"entry": {"id": "s2-1"}}] })))),
+                as_reply(
+                    2,
+                    Ok((
+                        200,
+                        json!({ "send": [], "refused": [{"entry": {"id": "s2-1"}}] }),
+                    )),
+                ),
             ],
             false,
         );

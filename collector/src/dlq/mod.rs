@@ -470,17 +470,29 @@ impl Drop for Dlq {
     }
 }
 
-/// Appends the store's gauges to a Prometheus text answer: entries by state (every state,
-/// zeros included, so an alert rule can watch them) and by task and state.
-pub fn write_metrics(out: &mut String, dlq: &Dlq) {
+/// Appends the stores' gauges to a Prometheus text answer: entries by state (every state,
+/// zeros included, so an alert rule can watch them) and by task and state, summed over
+/// `dlqs` (one store, or in cluster mode those of the shards this collector owns).
+pub fn write_metrics(out: &mut String, dlqs: &[&Dlq]) {
     use std::fmt::Write as _;
-    let counts = match dlq.store.counts() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "Could not count dead-letter entries for /metrics.");
-            return;
+    let mut sum = std::collections::BTreeMap::<(String, &'static str), (State, u64)>::new();
+    for dlq in dlqs {
+        match dlq.store.counts() {
+            Ok(c) => {
+                for (task, st, n) in c {
+                    sum.entry((task, st.as_str())).or_insert((st, 0)).1 += n;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not count dead-letter entries for /metrics.");
+                return;
+            }
         }
-    };
+    }
+    let counts: Vec<(String, State, u64)> = sum
+        .into_iter()
+        .map(|((task, _), (st, n))| (task, st, n))
+        .collect();
     let _ = writeln!(
         out,
         "# HELP spoor_dlq_entries Dead-letter entries by state.\n# TYPE spoor_dlq_entries gauge"

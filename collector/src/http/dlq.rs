@@ -89,7 +89,6 @@ impl FilterParams {
     }
 }
 
-
 /// Where a dead-letter request is answered.
 enum Where {
     /// From a store on this collector: the only one (single mode, no shard), or that of
@@ -236,10 +235,7 @@ pub(super) async fn list(
     // `total` counts every match; `entries` holds the first `limit`, oldest first.
     let total = entries.len();
     entries.truncate(limit);
-    let entries: Vec<Value> = entries
-        .into_iter()
-        .map(|e| out(json!(e), shard))
-        .collect();
+    let entries: Vec<Value> = entries.into_iter().map(|e| out(json!(e), shard)).collect();
     Ok(Json(json!({ "total": total, "entries": entries })))
 }
 
