@@ -4,7 +4,8 @@
 //! - `GET  /api/v1/dlq?task=&error=&state=&from=&to=&limit=` → `{"entries": [...], "total"}`
 //!   (`total` counts every match; `entries` are the first `limit`, oldest first)
 //! - `GET  /api/v1/dlq/{id}` → the entry
-//! - `POST /api/v1/dlq/{id}/replay` → sends it now and answers with the entry and job
+//! - `POST /api/v1/dlq/{id}/replay` → sends it now and answers with the entry and job;
+//!   with `?dry_run=true` sends nothing and answers like a dry run by selection
 //! - `POST /api/v1/dlq/replay` with a JSON body `{task, error, state, from, to, max, ids,
 //!   rate, dry_run, wait}` (`ids` instead of the filters) → `dry_run`: what would be sent (entry,
 //!   url, idempotency key and request body) and what is refused; otherwise a job
@@ -300,28 +301,52 @@ pub(super) async fn job(
     }
 }
 
+/// Query parameters of `POST /api/v1/dlq/{id}/replay`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReplayOneParams {
+    /// Answer with what would be sent (like a replay by selection); send nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
 pub(super) async fn replay_one(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(params): Query<ReplayOneParams>,
 ) -> Result<Response, ApiError> {
     let caller = state.auth.check(&headers, Scope::Admin)?;
     let (dlq, shard) = match place(&state, &headers)? {
         Where::Here(dlq, shard) => (dlq, shard),
         Where::Owners(cluster) => {
             let id = cluster_id(&id)?;
+            let tail = if params.dry_run {
+                "/replay?dry_run=true"
+            } else {
+                "/replay"
+            };
             return route(
                 &cluster,
                 &headers,
                 reqwest::Method::POST,
                 id,
-                "/replay",
+                tail,
                 Some(json!({})),
             )
             .await;
         }
     };
     let id = local_id(&id, shard)?;
+    if params.dry_run {
+        let d = dlq.clone();
+        let sel = tokio::task::spawn_blocking(move || d.select_ids(&[id]))
+            .await
+            .map_err(|e| ApiError::internal("selecting dead letters", &e))??;
+        let mut answer = selection_json(&sel);
+        answer["dry_run"] = json!(true);
+        return Ok(Json(out(answer, shard)).into_response());
+    }
     let Some(entry) = dlq.store().get(id).map_err(DlqError::from)? else {
         return Err(DlqError::Store(StoreError::NotFound(id)).into());
     };
