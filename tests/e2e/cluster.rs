@@ -713,7 +713,10 @@ fn cluster_dead_letters_and_context_answer_from_a_collector_not_owning_the_shard
     assert_eq!(status, 200, "{dry}");
     assert_eq!(dry["send"][0]["entry"]["id"], id.as_str(), "{dry}");
     assert_eq!(dry["send"][0]["url"], receiver.url("/replay"));
-    let (status, dry) = other.post(&format!("/api/v1/dlq/{id}/replay?dry_run=true"), &Value::Null);
+    let (status, dry) = other.post(
+        &format!("/api/v1/dlq/{id}/replay?dry_run=true"),
+        &Value::Null,
+    );
     assert_eq!(status, 200, "{dry}");
     assert_eq!(dry["send"][0]["entry"]["id"], id.as_str(), "{dry}");
     assert!(receiver.received().is_empty());

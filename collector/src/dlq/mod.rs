@@ -26,6 +26,12 @@
 //! # Audit
 //! Every replay job (at its start and its end: who, which entries, result) and every
 //! discard is appended to the audit log as a `kind=audit` record.
+//!
+//! # Cluster mode
+//! Each shard copy runs its own `Dlq` ([`Dlq::start_following`]): the store in
+//! `DATA_DIR/shards/<k>/dlq/`, following that copy's chain, its audit records in the
+//! collector's own log with a `shard` field. The API routes by `s<k>-<n>` ids
+//! ([`crate::cluster::dlq`]).
 
 pub mod config;
 pub mod replay;
