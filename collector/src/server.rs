@@ -79,7 +79,7 @@ pub async fn run(
     let (cluster_stop, cluster_stopped) = tokio::sync::watch::channel(false);
     let (cluster, manager) = match &config.cluster {
         Some(_) => {
-            let cluster = crate::cluster::Cluster::connect(&config).await?;
+            let cluster = crate::cluster::Cluster::connect(&config, writer.clone()).await?;
             let manager = cluster.spawn_manager(cluster_stopped);
             (Some(cluster), Some(manager))
         }

@@ -125,6 +125,7 @@
       from: p.has('from') ? p.get('from') : DEFAULT_RANGE,
       to: p.get('to') || '',
       seq: p.get('seq') || '',
+      shard: p.get('shard') || '',
       task_id: p.get('task_id') || '',
     };
   }
@@ -134,6 +135,7 @@
     const p = new URLSearchParams();
     if (s.view && s.view !== 'search') p.set('view', s.view);
     if (s.view === 'context') p.set('seq', s.seq);
+    if (s.view === 'context' && s.shard !== '' && s.shard !== undefined) p.set('shard', s.shard);
     if (s.view === 'task') p.set('task_id', s.task_id);
     if (s.q) p.set('q', s.q);
     if (s.from !== DEFAULT_RANGE || s.to) p.set('from', s.from);
@@ -415,7 +417,7 @@
     const actions = el('div', { class: 'row-actions' },
       el('button', { type: 'button', class: 'ghost mini copy', onclick: () => copy(raw), text: 'Copy line' }),
       hit.seq ? el('button', { type: 'button', class: 'ghost mini ctx',
-        onclick: () => navigate({ view: 'context', seq: hit.seq }), text: 'Context' }) : null,
+        onclick: () => navigate({ view: 'context', seq: hit.seq, shard: hit.shard === undefined ? '' : String(hit.shard) }), text: 'Context' }) : null,
       hit.task_id ? el('button', { type: 'button', class: 'ghost mini taskv',
         onclick: () => navigate({ view: 'task', task_id: hit.task_id }), text: 'Task run' }) : null);
     return el('div', { class: 'row-body' },
@@ -765,7 +767,8 @@
     clear(box);
     $('context-title').textContent = 'Context of line ' + state.seq;
     try {
-      const res = await api('/api/v1/context', { seq: state.seq, before: 50, after: 50 });
+      // Cluster mode: a hit's seq is a position in its shard, and the shard goes along.
+      const res = await api('/api/v1/context', { seq: state.seq, shard: state.shard, before: 50, after: 50 });
       const hits = res.hits || [];
       const scope = hits.find((h) => h.seq === state.seq);
       if (scope) {

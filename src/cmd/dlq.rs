@@ -72,15 +72,16 @@ pub enum DlqCommand {
     },
     /// Show one entry with everything known about it.
     Show {
-        /// The entry's id.
-        id: u64,
+        /// The entry's id (`s<shard>-<n>` in cluster mode).
+        id: String,
         #[command(flatten)]
         target: Target,
     },
     /// Replay one entry by id, or every entry the filters select.
     Replay {
-        /// The entry's id; without it, the filters select (pending and failed by default).
-        id: Option<u64>,
+        /// The entry's id (`s<shard>-<n>` in cluster mode); without it, the filters select
+        /// (pending and failed by default).
+        id: Option<String>,
         #[command(flatten)]
         selection: Selection,
         /// Print what would be sent; send nothing.
@@ -97,8 +98,8 @@ pub enum DlqCommand {
     },
     /// Put an entry aside for good.
     Discard {
-        /// The entry's id.
-        id: u64,
+        /// The entry's id (`s<shard>-<n>` in cluster mode).
+        id: String,
         #[command(flatten)]
         target: Target,
     },
@@ -241,21 +242,40 @@ async fn run_async(cmd: DlqCommand) -> anyhow::Result<ExitCode> {
                 )?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let Some(job_id) = body["job"]["id"].as_u64() else {
+            // One job, or in cluster mode one per shard.
+            let jobs: Vec<String> = body["job"]
+                .get("id")
+                .into_iter()
+                .chain(
+                    body["jobs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|j| j.get("id")),
+                )
+                .map(|id| match id {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            if jobs.is_empty() {
                 writeln!(out, "nothing to send ({} refused)", refused.len())?;
                 return Ok(if refused.is_empty() {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(EXIT_PROBLEM)
                 });
-            };
-            let job = follow_job(&client, job_id, send.len() as u64).await?;
-            writeln!(
-                out,
-                "job {job_id}: replayed={} failed={} refused={}",
-                job["replayed"], job["failed"], job["refused"]
-            )?;
-            let bad = job["failed"].as_u64().unwrap_or(0) + job["refused"].as_u64().unwrap_or(0);
+            }
+            let mut bad = 0;
+            for job_id in jobs {
+                let job = follow_job(&client, &job_id, send.len() as u64).await?;
+                writeln!(
+                    out,
+                    "job {job_id}: replayed={} failed={} refused={}",
+                    job["replayed"], job["failed"], job["refused"]
+                )?;
+                bad += job["failed"].as_u64().unwrap_or(0) + job["refused"].as_u64().unwrap_or(0);
+            }
             if bad > 0 || !refused.is_empty() {
                 return Ok(ExitCode::from(EXIT_PROBLEM));
             }
@@ -265,7 +285,7 @@ async fn run_async(cmd: DlqCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Polls the job with a progress bar until it is done.
-async fn follow_job(client: &Client, id: u64, total: u64) -> anyhow::Result<Value> {
+async fn follow_job(client: &Client, id: &str, total: u64) -> anyhow::Result<Value> {
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(

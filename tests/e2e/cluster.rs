@@ -399,7 +399,11 @@ fn cluster_stream_leader_killed_publishes_retry() {
         sent,
         Duration::from_secs(60),
     );
-    assert_eq!(cs[1].count("run:leader OR run:leader2"), sent);
+    let other = search(
+        &cs[1],
+        &[("q", "run:leader OR run:leader2"), ("limit", "0")],
+    );
+    assert_eq!(other["total"], sent, "{other}\n{}", cs[1].log());
 }
 
 #[test]
@@ -645,4 +649,112 @@ fn cluster_benchmark() {
             searchable / base / *n as f64
         );
     }
+}
+
+/// Posts `body` as agent `agent` to `c`, retrying until accepted.
+fn post_as(c: &Collector, agent: &str, key: &str, body: &str) {
+    let http = reqwest::blocking::Client::new();
+    wait_for("the batch accepted", Duration::from_secs(30), || {
+        http.post(format!("{}/api/v1/ingest", c.url()))
+            .header("X-Spoor-Agent", agent)
+            .header("Idempotency-Key", key)
+            .body(body.to_string())
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+    });
+}
+
+#[test]
+fn cluster_dead_letters_and_context_answer_from_a_collector_not_owning_the_shard() {
+    let receiver = crate::dlq::Receiver::start(Duration::ZERO);
+    let extra = format!(
+        "[[dlq.target]]\ntask = \"*\"\nurl = \"{}\"\nmax_replays = 3\ntimeout = \"10s\"\n",
+        receiver.url("/replay")
+    );
+    let nats = NatsCluster::start(1);
+    let cs = collectors_with(&nats, 2, 1, &extra);
+    wait_spread(&cs[0], &["c1", "c2"]);
+
+    // A task's log line, then its dead-letter reports, all from one agent (one shard).
+    let body = format!(
+        "level=info task=cdlq task_id=crun-1 msg=\"working on it\"\n{}{}",
+        crate::dlq::report("cdlq", "crun-1", "smtp down", ""),
+        crate::dlq::report("cdlq", "crun-2", "smtp down", "")
+    );
+    post_as(&cs[0], "dlq-agent", "cdlq-1", &body);
+    wait_count(&cs[0], "task:cdlq", 3, Duration::from_secs(30));
+    let hit = search(&cs[0], &[("q", "task_id:crun-1 kind:deadletter")]);
+    let hit = &hit["hits"][0];
+    let shard = hit["shard"].as_u64().expect("shard");
+    let seq = hit["seq"].as_str().expect("seq").to_string();
+    let owner = owners(&cs[0])[shard as usize].clone().expect("owner");
+    let other = if owner == "c1" { &cs[1] } else { &cs[0] };
+
+    // Listed from the collector that does not own the shard, ids naming the shard.
+    let entries = wait_for("dead letters listed", Duration::from_secs(20), || {
+        let (status, body) = other.get("/api/v1/dlq", &[("task", "cdlq")]);
+        assert_eq!(status, 200, "{body}");
+        (body["total"] == 2 && body["missing_shards"] == serde_json::json!([])).then_some(body)
+    });
+    let first = &entries["entries"][0];
+    assert_eq!(first["task_id"], "crun-1", "{entries}");
+    assert_eq!(first["shard"], shard);
+    let id = first["id"].as_str().expect("id").to_string();
+    assert_eq!(id, format!("s{shard}-{seq}"));
+    let id2 = entries["entries"][1]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // Shown, dry-run, replayed and discarded through the shard's owner.
+    let (status, shown) = other.get(&format!("/api/v1/dlq/{id}"), &[]);
+    assert_eq!((status, &shown["task_id"]), (200, &Value::from("crun-1")));
+    let (status, dry) = other.post(
+        "/api/v1/dlq/replay",
+        &serde_json::json!({ "ids": [id], "dry_run": true }),
+    );
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["send"][0]["entry"]["id"], id.as_str(), "{dry}");
+    assert_eq!(dry["send"][0]["url"], receiver.url("/replay"));
+    let (status, dry) = other.post(
+        &format!("/api/v1/dlq/{id}/replay?dry_run=true"),
+        &Value::Null,
+    );
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!(dry["send"][0]["entry"]["id"], id.as_str(), "{dry}");
+    assert!(receiver.received().is_empty());
+    let (status, replayed) = other.post(&format!("/api/v1/dlq/{id}/replay"), &Value::Null);
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["entry"]["state"], "replayed", "{replayed}");
+    let keys: Vec<String> = receiver
+        .received()
+        .into_iter()
+        .map(|r| r.idempotency_key)
+        .collect();
+    assert_eq!(keys, ["crun-1"]);
+    let job = replayed["job"]["id"].as_str().expect("job id");
+    let (status, j) = other.get(&format!("/api/v1/dlq/jobs/{job}"), &[]);
+    assert_eq!((status, &j["replayed"]), (200, &Value::from(1)), "{j}");
+    let (status, d) = other.post(&format!("/api/v1/dlq/{id2}/discard"), &Value::Null);
+    assert_eq!(
+        (status, &d["state"]),
+        (200, &Value::from("discarded")),
+        "{d}"
+    );
+    let (_, listed) = other.get("/api/v1/dlq", &[("task", "cdlq"), ("state", "pending")]);
+    assert_eq!(listed["total"], 0, "{listed}");
+    // Ids of cluster mode only.
+    assert_eq!(other.get("/api/v1/dlq/7", &[]).0, 400);
+
+    // Context of the hit comes from its shard's owner.
+    let (status, ctx) = other.get(
+        "/api/v1/context",
+        &[("seq", &seq), ("shard", &shard.to_string())],
+    );
+    assert_eq!(status, 200, "{ctx}");
+    let hits = ctx["hits"].as_array().expect("hits");
+    assert!(hits.iter().any(|h| h["msg"] == "working on it"), "{ctx}");
+    assert!(hits.iter().all(|h| h["shard"] == shard), "{ctx}");
+    assert_eq!(other.get("/api/v1/context", &[("seq", &seq)]).0, 400);
 }

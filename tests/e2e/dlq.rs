@@ -19,22 +19,22 @@ use crate::harness::{Collector, wait_for};
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     path: String,
-    idempotency_key: String,
+    pub(crate) idempotency_key: String,
     body: Value,
     at: Instant,
 }
 
 /// A local HTTP server that records every request and answers `status` after `delay`.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     requests: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
 }
 
 impl Receiver {
-    fn start(delay: Duration) -> Self {
+    pub(crate) fn start(delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
         let port = listener.local_addr().expect("addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -63,11 +63,11 @@ impl Receiver {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.requests.lock().expect("lock").clone()
     }
 
@@ -139,7 +139,7 @@ fn trap() -> (u16, Arc<AtomicUsize>) {
 }
 
 /// A dead-letter report line as the SDK writes it, plus extra fields.
-fn report(task: &str, task_id: &str, error: &str, extra: &str) -> String {
+pub(crate) fn report(task: &str, task_id: &str, error: &str, extra: &str) -> String {
     let run = TaskRun::new(task, task_id).with_payload_ref(format!("payload-{task_id}"));
     let now = SystemTime::now();
     let mut event = DeadLetter::new(&run, 3, error, now - Duration::from_secs(60), now).to_event();

@@ -235,7 +235,7 @@ pub fn tail(
 }
 
 /// The `shards` and `missing_shards` of a merged answer; the bodies that did answer.
-fn split(replies: Vec<ShardReply>, out: &mut Map<String, Value>) -> Vec<(u32, Value)> {
+pub(crate) fn split(replies: Vec<ShardReply>, out: &mut Map<String, Value>) -> Vec<(u32, Value)> {
     let total = replies.len();
     let mut missing = Vec::new();
     let mut ok = Vec::new();

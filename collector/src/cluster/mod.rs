@@ -17,6 +17,7 @@
 //! - [`shard`]: a shard's copy on this collector and the owner loop (append, fsync, ack).
 //! - [`fanout`]: reads asked of every shard owner and merged; shards that do not answer
 //!   are reported, not fatal.
+//! - [`dlq`]: dead letters, kept per shard copy and asked of the shard owners.
 //! - [`payload`]: the message format of a batch.
 //! - [`verify`]: epochs and stream positions of shard copies, for `spoor audit verify`.
 //!
@@ -26,6 +27,7 @@
 //! appending before anyone else may take the lease.
 
 pub mod config;
+pub mod dlq;
 mod error;
 pub mod fanout;
 pub mod lease;
@@ -59,6 +61,9 @@ pub struct Cluster {
     data_dir: PathBuf,
     audit: AuditOptions,
     index: IndexConfig,
+    dlq: crate::dlq::DlqConfig,
+    /// The collector's own audit log (records of dead-letter replays and discards).
+    node_writer: Arc<crate::audit::AuditWriter>,
     client: async_nats::Client,
     js: jetstream::Context,
     leases: LeaseStore,
@@ -99,7 +104,11 @@ pub fn shard_for(agent: &str, shards: u32) -> u32 {
 
 impl Cluster {
     /// Connects to NATS, creates the shard streams and the lease bucket when absent.
-    pub async fn connect(config: &CollectorConfig) -> Result<Arc<Cluster>, ClusterError> {
+    /// `node_writer` is the collector's own audit log.
+    pub async fn connect(
+        config: &CollectorConfig,
+        node_writer: Arc<crate::audit::AuditWriter>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
         let Some(cc) = config.cluster.clone() else {
             return Err(ClusterError::Protocol("no [cluster] section".into()));
         };
@@ -160,6 +169,8 @@ impl Cluster {
             data_dir: config.data_dir.clone(),
             audit: config.audit_options(),
             index: config.index.clone(),
+            dlq: config.dlq.clone(),
+            node_writer,
             client,
             js,
             leases,
@@ -183,6 +194,11 @@ impl Cluster {
     /// This collector's copy of `shard` if it owns the shard now.
     pub fn owned(&self, shard: u32) -> Option<Arc<ShardReplica>> {
         self.owned.read().ok()?.get(&shard).cloned()
+    }
+
+    /// The dead-letter store of `shard` if this collector owns the shard now.
+    pub fn owned_dlq(&self, shard: u32) -> Option<Arc<crate::dlq::Dlq>> {
+        self.owned(shard)?.dlq.clone()
     }
 
     /// The shards this collector owns now.
@@ -228,6 +244,8 @@ impl Cluster {
                 shard,
                 self.audit.clone(),
                 self.index.clone(),
+                self.dlq.clone(),
+                self.node_writer.clone(),
             )
             .await?,
         );

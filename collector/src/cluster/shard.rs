@@ -87,6 +87,9 @@ pub struct ShardReplica {
     pub index: LogIndex,
     /// The seq below which the shard's copy is searchable.
     pub indexed: watch::Receiver<u64>,
+    /// The dead letters of the shard: a store in `DATA_DIR/shards/<k>/dlq/` fed by its
+    /// own follower of this copy's chain (`None` when it could not be opened).
+    pub dlq: Option<Arc<crate::dlq::Dlq>>,
     indexer: std::sync::Mutex<Option<IndexerHandle>>,
     last_stream_seq: AtomicU64,
 }
@@ -103,11 +106,16 @@ impl std::fmt::Debug for ShardReplica {
 impl ShardReplica {
     /// Opens (or creates) the copy of `shard` under `data_dir`, signing with the
     /// collector's own key (copied from `data_dir/audit/` on first use).
+    ///
+    /// The shard's dead-letter store starts here too; its replay and discard records go
+    /// to `node_writer`, the collector's own log.
     pub async fn open(
         data_dir: &Path,
         shard: u32,
         audit: AuditOptions,
         index_config: IndexConfig,
+        dlq_config: crate::dlq::DlqConfig,
+        node_writer: Arc<AuditWriter>,
     ) -> Result<ShardReplica, ClusterError> {
         let dir = shard_dir(data_dir, shard);
         let node_audit = data_dir.join("audit");
@@ -146,12 +154,29 @@ impl ShardReplica {
         let index = LogIndex::open(&dir).map_err(|source| ClusterError::Index { shard, source })?;
         let indexer = Indexer::spawn(index.clone(), dir.clone(), writer.committed(), index_config)
             .map_err(|source| ClusterError::Index { shard, source })?;
+        // A broken dead-letter store must not keep the shard's events from being stored
+        // and searched: it is logged, and the shard's dead letters answer 503.
+        let dlq = match crate::dlq::Dlq::start_following(
+            &dir,
+            &dir,
+            writer.committed(),
+            dlq_config,
+            node_writer,
+            Some(shard),
+        ) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::error!(shard, error = %e, "Could not open the shard's dead-letter store.");
+                None
+            }
+        };
         tracing::info!(shard, last_stream_seq = last, "Shard copy open.");
         Ok(ShardReplica {
             shard,
             dir,
             writer,
             index,
+            dlq,
             indexed: indexer.indexed(),
             indexer: std::sync::Mutex::new(Some(indexer)),
             last_stream_seq: AtomicU64::new(last),
@@ -175,6 +200,13 @@ impl ShardReplica {
 
     /// Commits and closes the chain and the index.
     pub async fn shutdown(&self) {
+        if let Some(dlq) = self.dlq.clone() {
+            let shard = self.shard;
+            let done = tokio::task::spawn_blocking(move || dlq.shutdown()).await;
+            if !matches!(done, Ok(Ok(()))) {
+                tracing::error!(shard, "Stopping a shard's dead-letter store failed.");
+            }
+        }
         if let Err(e) = self.writer.shutdown().await {
             tracing::error!(shard = self.shard, error = %e, "Closing a shard's audit log failed.");
         }

@@ -26,6 +26,12 @@
 //! # Audit
 //! Every replay job (at its start and its end: who, which entries, result) and every
 //! discard is appended to the audit log as a `kind=audit` record.
+//!
+//! # Cluster mode
+//! Each shard copy runs its own `Dlq` ([`Dlq::start_following`]): the store in
+//! `DATA_DIR/shards/<k>/dlq/`, following that copy's chain, its audit records in the
+//! collector's own log with a `shard` field. The API routes by `s<k>-<n>` ids
+//! ([`crate::cluster::dlq`]).
 
 pub mod config;
 pub mod replay;
@@ -123,6 +129,8 @@ pub struct Dlq {
     config: DlqConfig,
     http: reqwest::Client,
     writer: Arc<AuditWriter>,
+    /// Cluster mode: the shard whose store this is.
+    shard: Option<u32>,
     stop: Arc<AtomicBool>,
     follower: Mutex<Option<JoinHandle<Result<(), DlqError>>>>,
     followed: watch::Receiver<u64>,
@@ -143,7 +151,25 @@ impl Dlq {
         config: DlqConfig,
         writer: Arc<AuditWriter>,
     ) -> Result<Arc<Self>, DlqError> {
-        let store = Arc::new(DlqStore::open(data_dir)?);
+        let committed = writer.committed();
+        Self::start_following(data_dir, data_dir, committed, config, writer, None)
+    }
+
+    /// Like [`Dlq::start`], with the store in `store_dir/dlq/` following the audit log in
+    /// `log_dir` up to `committed`, and the audit records of replays and discards
+    /// appended through `writer` (which may be another log). Cluster mode runs one per
+    /// shard copy: the store and the followed log are the shard's, the records go to the
+    /// collector's own log (a shard's chain holds only its stream's messages) and name
+    /// the `shard`.
+    pub fn start_following(
+        store_dir: &Path,
+        log_dir: &Path,
+        committed: watch::Receiver<u64>,
+        config: DlqConfig,
+        writer: Arc<AuditWriter>,
+        shard: Option<u32>,
+    ) -> Result<Arc<Self>, DlqError> {
+        let store = Arc::new(DlqStore::open(store_dir)?);
         let interrupted = store.recover_interrupted()?;
         if interrupted > 0 {
             tracing::warn!(
@@ -164,8 +190,7 @@ impl Dlq {
         let thread = {
             let store = store.clone();
             let stop = stop.clone();
-            let dir = data_dir.to_path_buf();
-            let committed = writer.committed();
+            let dir = log_dir.to_path_buf();
             std::thread::Builder::new()
                 .name("spoor-dlq".into())
                 .spawn(move || follow(&store, &dir, &committed, &stop, &followed_tx))
@@ -176,6 +201,7 @@ impl Dlq {
             config,
             http,
             writer,
+            shard,
             stop,
             follower: Mutex::new(Some(thread)),
             followed,
@@ -415,6 +441,9 @@ impl Dlq {
         ev.push(keys::LEVEL, "info");
         ev.push(keys::MSG, "dead-letter store action");
         ev.push(keys::KIND, "audit");
+        if let Some(k) = self.shard {
+            ev.push("shard", k.to_string());
+        }
         for (k, v) in fields {
             ev.push(k, v);
         }
@@ -447,17 +476,29 @@ impl Drop for Dlq {
     }
 }
 
-/// Appends the store's gauges to a Prometheus text answer: entries by state (every state,
-/// zeros included, so an alert rule can watch them) and by task and state.
-pub fn write_metrics(out: &mut String, dlq: &Dlq) {
+/// Appends the stores' gauges to a Prometheus text answer: entries by state (every state,
+/// zeros included, so an alert rule can watch them) and by task and state, summed over
+/// `dlqs` (one store, or in cluster mode those of the shards this collector owns).
+pub fn write_metrics(out: &mut String, dlqs: &[&Dlq]) {
     use std::fmt::Write as _;
-    let counts = match dlq.store.counts() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "Could not count dead-letter entries for /metrics.");
-            return;
+    let mut sum = std::collections::BTreeMap::<(String, &'static str), (State, u64)>::new();
+    for dlq in dlqs {
+        match dlq.store.counts() {
+            Ok(c) => {
+                for (task, st, n) in c {
+                    sum.entry((task, st.as_str())).or_insert((st, 0)).1 += n;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not count dead-letter entries for /metrics.");
+                return;
+            }
         }
-    };
+    }
+    let counts: Vec<(String, State, u64)> = sum
+        .into_iter()
+        .map(|((task, _), (st, n))| (task, st, n))
+        .collect();
     let _ = writeln!(
         out,
         "# HELP spoor_dlq_entries Dead-letter entries by state.\n# TYPE spoor_dlq_entries gauge"

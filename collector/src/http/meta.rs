@@ -171,7 +171,17 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         "# HELP spoor_index_next_seq Seq below which everything is searchable.\n# TYPE spoor_index_next_seq gauge\nspoor_index_next_seq {}",
         *state.indexed.borrow()
     );
-    crate::dlq::write_metrics(&mut out, &state.dlq);
+    // Cluster mode: the dead letters of the shards this collector owns.
+    let dlqs: Vec<std::sync::Arc<crate::dlq::Dlq>> = match &state.cluster {
+        Some(cluster) => cluster
+            .owned_shards()
+            .into_iter()
+            .filter_map(|k| cluster.owned_dlq(k))
+            .collect(),
+        None => vec![state.dlq.clone()],
+    };
+    let dlqs: Vec<&crate::dlq::Dlq> = dlqs.iter().map(|d| d.as_ref()).collect();
+    crate::dlq::write_metrics(&mut out, &dlqs);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

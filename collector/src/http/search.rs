@@ -276,21 +276,82 @@ pub(super) struct ContextParams {
     seq: u64,
     before: Option<usize>,
     after: Option<usize>,
+    /// Cluster mode: the hit's shard (its `seq` is a position in that shard's chain).
+    shard: Option<u32>,
 }
 
+/// `GET /api/v1/context?seq=&before=&after=`; in cluster mode also `shard=`, and the
+/// request goes to that shard's owner, whose answer is passed back (hits carry `shard`).
 pub(super) async fn context(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(params): Query<ContextParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     state.auth.check(&headers, Scope::Read)?;
-    let index = state.index.clone();
     let (before, after) = (
         params.before.unwrap_or(20).min(1000),
         params.after.unwrap_or(20).min(1000),
     );
+    let (index, shard) = match target(&state, &headers)? {
+        Target::Local(index) => (
+            index,
+            state
+                .cluster
+                .as_ref()
+                .and(headers.get(crate::cluster::SHARD_HEADER))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u32>().ok()),
+        ),
+        Target::FanOut(cluster) => {
+            let Some(shard) = params.shard else {
+                return Err(ApiError::bad_request(
+                    "in cluster mode context needs the hit's shard (shard=<k>)",
+                ));
+            };
+            if shard >= cluster.config().shards {
+                return Err(ApiError::bad_request(format!("there is no shard {shard}")));
+            }
+            let query = vec![
+                ("seq".to_string(), params.seq.to_string()),
+                ("before".to_string(), before.to_string()),
+                ("after".to_string(), after.to_string()),
+            ];
+            let answer = cluster
+                .ask_owner(
+                    shard,
+                    reqwest::Method::GET,
+                    "/api/v1/context",
+                    &query,
+                    None,
+                    authorization(&headers),
+                )
+                .await;
+            return match answer {
+                Ok((status, body)) => Ok((
+                    axum::http::StatusCode::from_u16(status)
+                        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
+                    Json(body),
+                )
+                    .into_response()),
+                Err(e) => Err(ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    format!("shard {shard} did not answer: {e}"),
+                )
+                .with("missing_shards", json!([{ "shard": shard, "error": e }]))),
+            };
+        }
+    };
     let found = blocking(move || Ok(run::context(&index, params.seq, before, after)?)).await?;
-    Ok(Json(json!(found)))
+    let mut found = json!(found);
+    if let Some(k) = shard {
+        for hit in found["hits"].as_array_mut().into_iter().flatten() {
+            if let Some(o) = hit.as_object_mut() {
+                o.insert("shard".into(), json!(k));
+            }
+        }
+    }
+    Ok(Json(found).into_response())
 }
 
 /// Most lines one tail message carries; more wait for the next round.
