@@ -399,11 +399,14 @@ fn cluster_stream_leader_killed_publishes_retry() {
         sent,
         Duration::from_secs(60),
     );
-    let other = search(
+    // The other collector gives the same count (its fan-out may still be catching up
+    // with the shards' new owners for a moment after the failover).
+    wait_count(
         &cs[1],
-        &[("q", "run:leader OR run:leader2"), ("limit", "0")],
+        "run:leader OR run:leader2",
+        sent,
+        Duration::from_secs(30),
     );
-    assert_eq!(other["total"], sent, "{other}\n{}", cs[1].log());
 }
 
 #[test]

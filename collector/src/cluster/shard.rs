@@ -48,7 +48,11 @@ const FETCH_MESSAGES: usize = 512;
 /// How long a pull waits for the first message when the stream has none.
 const FETCH_WAIT: Duration = Duration::from_millis(400);
 /// JetStream redelivers a message not acknowledged within this.
-const ACK_WAIT: Duration = Duration::from_secs(30);
+const ACK_WAIT: Duration = Duration::from_secs(5);
+/// How much longer than its own wait a pull may take before it is given up.
+const PULL_GRACE: Duration = Duration::from_secs(2);
+/// A consumer that yields nothing this long while the stream has more is recreated.
+const STUCK_AFTER: Duration = Duration::from_secs(3);
 
 /// The stream of a shard.
 pub fn stream_name(shard: u32) -> String {
@@ -305,7 +309,7 @@ pub(crate) async fn own(
         .await
         .map_err(audit_err)?;
     tracing::info!(shard, revision = own.revision, "Shard epoch started.");
-    let stream = js
+    let mut stream = js
         .get_stream(stream_name(shard))
         .await
         .map_err(|e| ClusterError::nats("opening a shard stream", e))?;
@@ -345,11 +349,12 @@ pub(crate) async fn own(
             .await
             .map_err(|e| ClusterError::nats("recreating the shard consumer", e))?;
         consumer = stream
-            .create_consumer(config)
+            .create_consumer(config.clone())
             .await
             .map_err(|e| ClusterError::nats("recreating the shard consumer", e))?;
     }
     let fenced = |fence: &watch::Receiver<Instant>| Instant::now() >= *fence.borrow();
+    let mut idle_since: Option<Instant> = None;
     while !*own.stop.borrow() && !fenced(&own.fence) {
         // What is there now, at once; when nothing is, wait for the first message and
         // then take what came with it (low latency without polling).
@@ -371,8 +376,40 @@ pub(crate) async fn own(
             }
         }
         if messages.is_empty() {
+            // A consumer that yields nothing while the stream holds messages past this
+            // copy is stuck (seen after the stream's leader was killed): start it again
+            // where the copy ends.
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= STUCK_AFTER {
+                idle_since = None;
+                let behind = match stream.info().await {
+                    Ok(info) => info.state.last_sequence > replica.last_stream_seq(),
+                    Err(e) => {
+                        tracing::debug!(shard, error = %e, "Reading the shard stream's state failed.");
+                        false
+                    }
+                };
+                if behind {
+                    let mut fresh = config.clone();
+                    fresh.deliver_policy = jetstream::consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: replica.last_stream_seq() + 1,
+                    };
+                    tracing::warn!(
+                        shard,
+                        "Shard consumer idle while the stream has more; recreating it."
+                    );
+                    let _ = stream.delete_consumer(&durable).await;
+                    match stream.create_consumer(fresh).await {
+                        Ok(c) => consumer = c,
+                        Err(e) => {
+                            tracing::warn!(shard, error = %e, "Recreating the shard consumer failed; retrying.")
+                        }
+                    }
+                }
+            }
             continue;
         }
+        idle_since = None;
         if fenced(&own.fence) {
             // The lease may already be someone else's: hand everything back unappended.
             for m in &messages {
@@ -455,21 +492,30 @@ async fn pull(
     wait: Option<Duration>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Vec<jetstream::Message>, ClusterError> {
-    let mut batch = match wait {
-        None => consumer.fetch().max_messages(max).messages().await,
-        Some(d) => {
-            consumer
-                .batch()
-                .max_messages(max)
-                .expires(d)
-                .messages()
-                .await
+    // A pull whose request or answer was lost (the stream's leader died meanwhile) would
+    // otherwise wait forever: give up on it after its own wait plus this much.
+    let deadline = tokio::time::Instant::now() + wait.unwrap_or_default() + PULL_GRACE;
+    let request = async {
+        match wait {
+            None => consumer.fetch().max_messages(max).messages().await,
+            Some(d) => {
+                consumer
+                    .batch()
+                    .max_messages(max)
+                    .expires(d)
+                    .messages()
+                    .await
+            }
         }
-    }
-    .map_err(|e| ClusterError::nats("pulling from a shard stream", e))?;
+    };
+    let mut batch = match tokio::time::timeout_at(deadline, request).await {
+        Ok(b) => b.map_err(|e| ClusterError::nats("pulling from a shard stream", e))?,
+        Err(_) => return Ok(Vec::new()),
+    };
     let mut messages = Vec::new();
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
             m = batch.next() => match m {
                 Some(Ok(m)) => messages.push(m),
                 Some(Err(e)) => {
