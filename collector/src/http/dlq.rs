@@ -177,11 +177,24 @@ async fn route(
     body: Option<Value>,
 ) -> Result<Response, ApiError> {
     let path = format!("/api/v1/dlq/{id}{tail}");
+    ask_shard_owner(cluster, headers, method, id.shard, &path, body).await
+}
+
+/// Sends `path` to the owner of `shard` and answers with what it answered (503 naming the
+/// shard when it does not answer).
+async fn ask_shard_owner(
+    cluster: &Cluster,
+    headers: &HeaderMap,
+    method: reqwest::Method,
+    shard: u32,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Response, ApiError> {
     let answer = cluster
         .ask_owner(
-            id.shard,
+            shard,
             method,
-            &path,
+            path,
             &[],
             body.as_ref(),
             authorization(headers),
@@ -195,9 +208,9 @@ async fn route(
             .into_response()),
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("shard {} did not answer: {e}", id.shard),
+            format!("shard {shard} did not answer: {e}"),
         )
-        .with("missing_shards", json!([{ "shard": id.shard, "error": e }]))),
+        .with("missing_shards", json!([{ "shard": shard, "error": e }]))),
     }
 }
 
@@ -271,27 +284,16 @@ pub(super) async fn job(
         Where::Here(dlq, shard) => (dlq, shard),
         Where::Owners(cluster) => {
             let id = cluster_id(&id)?;
-            let answer = cluster
-                .ask_owner(
-                    id.shard,
-                    reqwest::Method::GET,
-                    &format!("/api/v1/dlq/jobs/{id}"),
-                    &[],
-                    None,
-                    authorization(&headers),
-                )
-                .await;
-            return match answer {
-                Ok((status, body)) => Ok((
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                    Json(body),
-                )
-                    .into_response()),
-                Err(e) => Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("shard {} did not answer: {e}", id.shard),
-                )),
-            };
+            let path = format!("/api/v1/dlq/jobs/{id}");
+            return ask_shard_owner(
+                &cluster,
+                &headers,
+                reqwest::Method::GET,
+                id.shard,
+                &path,
+                None,
+            )
+            .await;
         }
     };
     let id = local_id(&id, shard)?;
