@@ -17,6 +17,13 @@ pub struct CipherParams {
     pub nonce_prefix: [u8; 12],
 }
 
+impl CipherParams {
+    /// The key ID in hex, as logs and quarantine notes name it.
+    pub fn key_id_hex(&self) -> String {
+        crate::crypto::hex(&self.key_id)
+    }
+}
+
 /// Why a sealed record could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -369,12 +369,7 @@ impl DiskBuffer {
                     stop,
                 } => {
                     if !cipher.can_open(&header.cipher) {
-                        let key_id: String = header
-                            .cipher
-                            .key_id
-                            .iter()
-                            .map(|b| format!("{b:02x}"))
-                            .collect();
+                        let key_id = header.cipher.key_id_hex();
                         if let Some(last) = records.last() {
                             last_id = last.id;
                         }
@@ -694,12 +689,7 @@ impl DiskBuffer {
                 }
             };
             if !self.cipher.can_open(&header.cipher) {
-                let key_id: String = header
-                    .cipher
-                    .key_id
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
+                let key_id = header.cipher.key_id_hex();
                 tracing::warn!(path = %q.path.display(), key_id, records = q.pending.as_ref().map_or(records.len(), Vec::len), "A quarantined segment still waits for its key.");
                 let mut q = q;
                 q.pending
