@@ -131,15 +131,7 @@ impl Collector {
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
-            let status = c.wait().expect("wait for collector");
-            assert!(
-                status.success(),
-                "collector exited with {status}:\n{}",
-                self.log()
-            );
-        }
+        terminate(self.child.take(), "collector", || self.log());
     }
 
     pub fn restart(&mut self) {
@@ -354,15 +346,7 @@ impl Agent {
 
     /// SIGTERM and wait for a clean exit (the agent makes its buffer durable).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
-            let status = c.wait().expect("wait for agent");
-            assert!(
-                status.success(),
-                "agent exited with {status}:\n{}",
-                self.log()
-            );
-        }
+        terminate(self.child.take(), "agent", || self.log());
     }
 
     /// Stops the agent (SIGTERM) and starts it again with `extra` instead of the flags
@@ -399,6 +383,16 @@ impl Agent {
         let text = reqwest::blocking::get(url).ok()?.text().ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+}
+
+/// Sends SIGTERM to `child` (if running) and asserts it exits cleanly; `log` explains a
+/// failure.
+fn terminate(child: Option<std::process::Child>, what: &str, log: impl FnOnce() -> String) {
+    if let Some(mut c) = child {
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        let status = c.wait().unwrap_or_else(|e| panic!("wait for {what}: {e}"));
+        assert!(status.success(), "{what} exited with {status}:\n{}", log());
     }
 }
 
